@@ -1,0 +1,122 @@
+"""Composition root: builds the parts from the settings, starts and stops them in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+from gateway import queue
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.outbox import OutboxSender
+from gateway.pgp import OpenPGP
+from gateway.smtp import SmtpIngress, smtp_factory
+from gateway.worker import Worker
+from handlers.chain import ChainContext
+from handlers.inbound import process_inbound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Core:
+    """What every command needs: settings, database, keyring with the gateway key loaded."""
+
+    settings: Settings
+    db: Database
+    pgp: OpenPGP
+    gateway_fingerprint: str
+    key_created: bool
+
+    async def close(self) -> None:
+        await self.db.dispose()
+        self.pgp.close()
+
+
+async def open_core(settings: Settings) -> Core:
+    """Create the data dir (0700), the schema and the gateway key if this is the first start."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    db = Database(settings.database_url)
+    await db.create_schema()
+    if db.is_sqlite:
+        database_file = settings.data_dir / "lers.db"
+        if database_file.exists():
+            os.chmod(database_file, 0o600)
+    pgp = OpenPGP(settings.gnupg_home, threads=settings.worker.gpg_threads)
+    fingerprint, created = await pgp.ensure_gateway_key(settings.gateway.address,
+                                                        settings.gateway.name)
+    return Core(settings, db, pgp, fingerprint, created)
+
+
+class Gateway:
+    """The running gateway: SMTP ingress, job workers and the outbox sender."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        settings = core.settings
+        self.ctx = ChainContext(settings, core.db, core.pgp)
+        self.worker = Worker(core.db, {"inbound": self._inbound}, lease_seconds=settings.worker.lease_seconds,
+                             max_attempts=settings.worker.max_attempts,
+                             poll_seconds=settings.worker.poll_seconds)
+        self.outbox = OutboxSender(settings, core.db, core.pgp)
+        self.stop_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: asyncio.Server | None = None
+        self.smtp_port: int | None = None
+
+    async def _inbound(self, job: object) -> None:
+        await process_inbound(self.ctx, job)  # type: ignore[arg-type]
+        self.outbox.wakeup.set()
+
+    async def start(self) -> None:
+        settings = self.core.settings
+        if self.core.db.is_sqlite:  # one process: whatever was running died with the last one
+            released = await queue.release_all_leases(self.core.db)
+            if released:
+                log.warning("jobs left running by the last process are queued again",
+                            extra={"jobs": released})
+        handler = SmtpIngress(settings, self.core.db, on_stored=self.worker.wakeup.set)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(smtp_factory(handler, settings),
+                                                host=settings.smtp.host, port=settings.smtp.port)
+        self.smtp_port = self._server.sockets[0].getsockname()[1]
+        for index in range(settings.worker.gpg_threads):
+            self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event),
+                                                   name=f"worker-{index}"))
+        self._tasks.append(asyncio.create_task(self.outbox.run(self.stop_event), name="outbox"))
+        log.info("gateway started", extra={"smtp": f"{settings.smtp.host}:{self.smtp_port}",
+                                           "fingerprint": self.core.gateway_fingerprint,
+                                           "database": settings.database_url.split("://")[0]})
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=10)
+            except TimeoutError:
+                task.cancel()
+        log.info("gateway stopped")
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """`lers serve`: run until SIGINT or SIGTERM."""
+    core = await open_core(settings)
+    gateway = Gateway(core)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, gateway.stop_event.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await gateway.stop_event.wait()
+    finally:
+        await gateway.stop()
+        await core.close()

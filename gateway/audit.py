@@ -1,0 +1,74 @@
+"""Append-only, hash-chained audit log.
+
+Each entry's hash covers its content and the previous entry's hash, so removing, reordering or
+editing any entry breaks every hash after it; `lers audit verify` finds the first broken one.
+Entries are appended inside the caller's transaction: the audit and the act commit together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.clock import utcnow
+from gateway.models import AuditEntry
+
+GENESIS = "0" * 64
+
+
+def entry_hash(prev_hash: str, at: str, actor: str, action: str, subject: str | None,
+               details: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        [prev_hash, at, actor, action, subject, details],
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+async def record(session: AsyncSession, actor: str, action: str, subject: str | None = None,
+                 **details: Any) -> AuditEntry:
+    """Append one entry; `actor` is who acted (`officer:<fpr>`, `reviewer:<id>`, `system`...)."""
+    last = await session.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
+    prev = last or GENESIS
+    at = utcnow()
+    details = json.loads(json.dumps(details, default=str))
+    entry = AuditEntry(
+        at=at, actor=actor, action=action, subject=subject, details=details, prev_hash=prev,
+        hash=entry_hash(prev, at.isoformat(), actor, action, subject, details),
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    entries: int
+    first_bad_id: int | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_id is None
+
+
+async def verify_chain(session: AsyncSession) -> ChainReport:
+    """Walk the whole chain in order and report the first entry that does not fit."""
+    prev = GENESIS
+    count = 0
+    result = await session.stream_scalars(select(AuditEntry).order_by(AuditEntry.id))
+    async for entry in result:
+        count += 1
+        if entry.prev_hash != prev:
+            return ChainReport(count, entry.id, "does not link to the entry before it")
+        expected = entry_hash(prev, entry.at.isoformat(), entry.actor, entry.action,
+                              entry.subject, entry.details)
+        if entry.hash != expected:
+            return ChainReport(count, entry.id, "content does not match its hash")
+        prev = entry.hash
+    return ChainReport(count, None, None)

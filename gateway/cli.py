@@ -1,0 +1,217 @@
+"""The `lers` command. Errors are one clear line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.app import Core, open_core, serve
+from gateway.audit import verify_chain
+from gateway.config import ConfigError, Settings, config_path, load_settings
+from gateway.logs import setup_logging
+from gateway.pgp import OpenPGPError
+from gateway.records import list_quarantine, list_requests, show_request
+
+
+class CliError(Exception):
+    """A user mistake or a failed check: printed as one line, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lers", description="Law-enforcement request gateway")
+    parser.add_argument("--config", help="config file (default: $LERS_CONFIG, else ./config.toml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one setting (repeatable)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("init", help="create the data dir, database and gateway key")
+    commands.add_parser("serve", help="run the gateway (SMTP ingress, workers, outbox)")
+
+    agency = commands.add_parser("agency", help="manage agencies").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    add = agency.add_parser("add", help="register an agency")
+    add.add_argument("name")
+    add.add_argument("--domain", required=True, help="the agency's mail domain")
+    add.add_argument("--country", help="ISO 3166 two-letter code")
+    add.add_argument("--key", type=Path, help="the agency's public key (armored)")
+
+    officer = commands.add_parser("officer", help="manage officers").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    add = officer.add_parser("add", help="enrol an officer with their public key")
+    add.add_argument("email")
+    add.add_argument("--agency", required=True)
+    add.add_argument("--key", type=Path, required=True, help="the officer's public key (armored)")
+    add.add_argument("--name")
+
+    key = commands.add_parser("key", help="the gateway's key").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    key.add_parser("export", help="print the gateway's public key, armored")
+
+    requests = commands.add_parser("requests", help="inspect requests").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    listing = requests.add_parser("list", help="all requests")
+    listing.add_argument("--json", action="store_true")
+    show = requests.add_parser("show", help="one request in full")
+    show.add_argument("ref")
+    show.add_argument("--json", action="store_true")
+
+    quarantine = commands.add_parser("quarantine", help="refused messages").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    listing = quarantine.add_parser("list", help="refused messages with their reasons")
+    listing.add_argument("--json", action="store_true")
+
+    audit_cmd = commands.add_parser("audit", help="the audit log").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    audit_cmd.add_parser("verify", help="check the hash chain")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        overrides = dict(_split_override(item) for item in args.set)
+        settings = load_settings(config_path(args.config), overrides)
+        if args.command == "serve":
+            setup_logging()
+            asyncio.run(serve(settings))
+            return 0
+        setup_logging("WARNING")
+        return asyncio.run(_with_core(settings, lambda core: COMMANDS[_name(args)](core, args)))
+    except (CliError, ConfigError, OpenPGPError) as exc:
+        print(f"lers: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _name(args: argparse.Namespace) -> str:
+    return f"{args.command} {args.action}" if getattr(args, "action", None) else args.command
+
+
+def _split_override(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise CliError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+    return key.strip(), value
+
+
+async def _with_core(settings: Settings, command: Callable[[Core], Awaitable[int]]) -> int:
+    core = await open_core(settings)
+    try:
+        return await command(core)
+    finally:
+        await core.close()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _print(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False) if as_json else text(data))
+
+
+async def cmd_init(core: Core, args: argparse.Namespace) -> int:
+    state = "generated" if core.key_created else "already present"
+    print(f"data dir: {core.settings.data_dir}")
+    print(f"gateway key ({state}): {core.gateway_fingerprint}")
+    return 0
+
+
+async def cmd_agency_add(core: Core, args: argparse.Namespace) -> int:
+    from handlers.enrolment import EnrolmentError, add_agency
+    try:
+        agency = await add_agency(core, args.name, args.domain, args.country,
+                                  _read(args.key) if args.key else None)
+    except EnrolmentError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"agency added: {agency.name} ({agency.domain})")
+    return 0
+
+
+async def cmd_officer_add(core: Core, args: argparse.Namespace) -> int:
+    from handlers.enrolment import EnrolmentError, add_officer
+    try:
+        officer = await add_officer(core, args.email, args.agency, _read(args.key), args.name)
+    except EnrolmentError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"officer enrolled: {officer.email} key {officer.key_fingerprint}")
+    return 0
+
+
+async def cmd_key_export(core: Core, args: argparse.Namespace) -> int:
+    sys.stdout.write(await core.pgp.export_gateway_public_key())
+    return 0
+
+
+async def cmd_requests_list(core: Core, args: argparse.Namespace) -> int:
+    rows = await list_requests(core.db)
+    _print(rows, args.json, lambda rs: "\n".join(
+        f"{r['ref']}  {r['status']:<14} {r['type'] or '-':<22} {r['officer']}  {r['created_at'][:16]}"
+        for r in rs) or "no requests")
+    return 0
+
+
+async def cmd_requests_show(core: Core, args: argparse.Namespace) -> int:
+    data = await show_request(core.db, args.ref)
+    if data is None:
+        raise CliError(f"no request {args.ref}")
+    _print(data, args.json, _request_text)
+    return 0
+
+
+def _request_text(r: dict[str, Any]) -> str:
+    lines = [f"{r['ref']}  {r['status']}  {r['type'] or '(type missing)'}"
+             + ("  EMERGENCY" if r["emergency"] else "")]
+    officer = r["officer"]
+    lines.append(f"officer: {officer['email']} ({officer['agency']}) key {officer['key']}")
+    for field in ("case_number", "legal_basis", "date_from", "date_to", "nondisclosure_until",
+                  "emergency_justification", "supervisor", "investigation_status"):
+        if r.get(field):
+            lines.append(f"{field}: {r[field]}")
+    lines.append("subjects: " + ", ".join(f"{s['type']}:{s['value']}" for s in r["subjects"]))
+    lines.append("data_categories: " + ", ".join(r["data_categories"]))
+    if r["missing_fields"]:
+        lines.append("missing: " + "; ".join(r["missing_fields"]))
+    for d in r["documents"]:
+        lines.append(f"document: {d['filename']} {d['size']} bytes sha256 {d['sha256']}")
+    for o in r["replies"]:
+        lines.append(f"reply: {o['kind']} {o['state']} {o['subject']}")
+    return "\n".join(lines)
+
+
+async def cmd_quarantine_list(core: Core, args: argparse.Namespace) -> int:
+    rows = await list_quarantine(core.db)
+    _print(rows, args.json, lambda rs: "\n".join(
+        f"{r['id']:>6}  {r['received_at'][:19]}  {r['reason']:<24} {r['claimed_from'] or '-'}  "
+        f"{r['detail']}" for r in rs) or "quarantine is empty")
+    return 0
+
+
+async def cmd_audit_verify(core: Core, args: argparse.Namespace) -> int:
+    async with core.db.transaction() as session:
+        report = await verify_chain(session)
+    if not report.ok:
+        raise CliError(f"audit chain broken at entry {report.first_bad_id}: {report.problem}")
+    print(f"audit chain OK: {report.entries} entries")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
+    "init": cmd_init,
+    "agency add": cmd_agency_add,
+    "officer add": cmd_officer_add,
+    "key export": cmd_key_export,
+    "requests list": cmd_requests_list,
+    "requests show": cmd_requests_show,
+    "quarantine list": cmd_quarantine_list,
+    "audit verify": cmd_audit_verify,
+}

@@ -1,0 +1,258 @@
+"""Load and validate config.toml into one frozen settings object.
+
+Precedence: built-in defaults < the TOML file < `LERS_SECTION__KEY` environment variables
+< `--set section.key=value` overrides from the CLI. Every error names the key and the problem,
+so an operator can fix a typo without reading code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    address: str = "lers@localhost"
+    accept_addresses: tuple[str, ...] = ()
+    name: str = "LERS Gateway"
+    data_dir: str = "data"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8025
+    max_message_bytes: int = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    host: str = "127.0.0.1"
+    port: int = 25
+    starttls: bool = False
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    timeout_seconds: float = 30.0
+    first_retry_seconds: float = 30.0
+    max_retry_seconds: float = 3600.0
+    give_up_after_hours: float = 72.0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    max_signature_age_hours: float = 72.0
+    max_clock_skew_minutes: float = 10.0
+    allow_inline_pgp: bool = False
+    impersonation_warning_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    gpg_threads: int = 2
+    poll_seconds: float = 0.5
+    max_attempts: int = 5
+    lease_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.base_dir / self.gateway.data_dir).resolve()
+
+    @property
+    def gnupg_home(self) -> Path:
+        return self.data_dir / "gnupg"
+
+    @property
+    def database_url(self) -> str:
+        return self.storage.url or f"sqlite+aiosqlite:///{self.data_dir / 'lers.db'}"
+
+    @property
+    def recipients(self) -> frozenset[str]:
+        """The addresses the SMTP server accepts mail for (lower-cased)."""
+        return frozenset(a.lower() for a in (self.gateway.address, *self.gateway.accept_addresses))
+
+    def outbound_password(self) -> str:
+        """The smarthost password: from password_file when set, so it need not sit in the TOML."""
+        if self.outbound.password_file:
+            path = self.base_dir / self.outbound.password_file
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"outbound.password_file: cannot read {path}: {exc}") from exc
+        return self.outbound.password
+
+
+SECTIONS: dict[str, type] = {
+    name: cls for name, cls in get_type_hints(Settings).items() if name != "base_dir"
+}
+
+ENV_PREFIX = "LERS_"
+
+
+def config_path(cli_path: str | None) -> Path | None:
+    """`--config PATH`, else `$LERS_CONFIG`, else ./config.toml if present, else built-in defaults."""
+    if cli_path:
+        return Path(cli_path)
+    if os.environ.get("LERS_CONFIG"):
+        return Path(os.environ["LERS_CONFIG"])
+    default = Path("config.toml")
+    return default if default.exists() else None
+
+
+def load_settings(
+    path: Path | None,
+    overrides: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the file (if any), apply environment and CLI overrides, and validate every value."""
+    raw: dict[str, dict[str, Any]] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        base_dir = path.resolve().parent
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(SECTIONS)})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: must be a [section] table")
+    env = os.environ if environ is None else environ
+    for key, value in env.items():
+        if key.startswith(ENV_PREFIX) and "__" in key:
+            section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
+            _apply_override(raw, f"{section}.{name}", value, source=key)
+    for dotted, value in (overrides or {}).items():
+        _apply_override(raw, dotted, value, source="--set")
+    sections = {name: _build_section(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()}
+    settings = Settings(**sections, base_dir=base_dir)
+    _check_semantics(settings)
+    return settings
+
+
+def _apply_override(raw: dict[str, dict[str, Any]], dotted: str, value: str, source: str) -> None:
+    section, _, name = dotted.partition(".")
+    if section not in SECTIONS or not name:
+        raise ConfigError(f"{source}: {dotted!r} is not a known section.key")
+    raw.setdefault(section, {})[name] = _StringValue(value)
+
+
+class _StringValue(str):
+    """A value from the environment or CLI: converted to the field's type on validation."""
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {key: _coerce(f"{name}.{key}", hints[key], value) for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(key: str, expected: Any, value: Any) -> Any:
+    from_text = isinstance(value, _StringValue)
+    if expected is bool:
+        if from_text and value.lower() in {"true", "1", "yes", "false", "0", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    if expected is int:
+        if from_text:
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: must be a whole number, got {value!r}")
+    if expected is float:
+        if from_text:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: must be a number, got {value!r}")
+    if expected is str:
+        if isinstance(value, str):
+            return str(value)
+        raise ConfigError(f"{key}: must be a string, got {value!r}")
+    if expected == tuple[str, ...]:
+        if from_text:
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: must be a list of strings, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {expected!r}")  # pragma: no cover
+
+
+def _check_semantics(s: Settings) -> None:
+    for key, port in (("smtp.port", s.smtp.port), ("outbound.port", s.outbound.port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{key}: must be between 0 and 65535, got {port}")
+    addresses = [("gateway.address", s.gateway.address)]
+    addresses += [("gateway.accept_addresses", a) for a in s.gateway.accept_addresses]
+    for address_key, address in addresses:
+        local, at, domain = address.partition("@")
+        if not (local and at and domain) or any(c.isspace() for c in address):
+            raise ConfigError(f"{address_key}: must be an email address, got {address!r}")
+    positive = {
+        "smtp.max_message_bytes": s.smtp.max_message_bytes,
+        "worker.gpg_threads": s.worker.gpg_threads,
+        "worker.max_attempts": s.worker.max_attempts,
+        "worker.poll_seconds": s.worker.poll_seconds,
+        "worker.lease_seconds": s.worker.lease_seconds,
+        "outbound.timeout_seconds": s.outbound.timeout_seconds,
+        "outbound.first_retry_seconds": s.outbound.first_retry_seconds,
+        "outbound.max_retry_seconds": s.outbound.max_retry_seconds,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    non_negative = {
+        "policy.max_signature_age_hours": s.policy.max_signature_age_hours,
+        "policy.max_clock_skew_minutes": s.policy.max_clock_skew_minutes,
+        "policy.impersonation_warning_hours": s.policy.impersonation_warning_hours,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key}: must be 0 or more, got {value}")
+    url = s.storage.url
+    if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "storage.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+            f"got {url.split('://')[0]}://..."
+        )

@@ -1,0 +1,84 @@
+"""Legal documents attached to requests: hashed, named safely, text extracted for reviewers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import re
+from dataclasses import dataclass
+
+from pypdf import PdfReader
+from pypdf.errors import PyPdfError
+
+from gateway.mime import ReceivedAttachment
+
+logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+MAX_PAGES = 200
+MAX_TEXT_CHARS = 200_000
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Document:
+    attachment: ReceivedAttachment
+    stored_name: str
+    sha256: str
+    text: str | None
+    error: str | None
+
+    @property
+    def is_pdf(self) -> bool:
+        return is_pdf(self.attachment)
+
+
+def is_pdf(attachment: ReceivedAttachment) -> bool:
+    return attachment.content_type == "application/pdf" or (
+        (attachment.filename or "").lower().endswith(".pdf")
+    )
+
+
+def safe_name(filename: str | None, index: int, sha256: str) -> str:
+    """A name with no path, control characters or surprises; the original is kept as metadata."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = SAFE_NAME.sub("_", base).strip("._")[:80]
+    return f"{index:02d}-{sha256[:12]}-{base or 'attachment'}"
+
+
+def extract_pdf_text(data: bytes) -> tuple[str | None, str | None]:
+    """(text, None) or (None, why not). Never renders; bounded in pages and characters."""
+    if not data.startswith(b"%PDF-"):
+        return None, "not a PDF file"
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            return None, "the PDF is encrypted"
+        chunks: list[str] = []
+        total = 0
+        for number, page in enumerate(reader.pages):
+            if number >= MAX_PAGES:
+                chunks.append(f"[text extraction stopped after {MAX_PAGES} pages]")
+                break
+            text = page.extract_text() or ""
+            chunks.append(text)
+            total += len(text)
+            if total > MAX_TEXT_CHARS:
+                break
+        return "\n".join(chunks)[:MAX_TEXT_CHARS], None
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        return None, f"the PDF cannot be read: {type(exc).__name__}"
+
+
+async def prepare_documents(attachments: tuple[ReceivedAttachment, ...]) -> list[Document]:
+    """Hash every attachment and extract PDF text, off the event loop."""
+    documents = []
+    for index, attachment in enumerate(attachments, start=1):
+        digest = hashlib.sha256(attachment.data).hexdigest()
+        text, error = (None, None)
+        if is_pdf(attachment):
+            text, error = await asyncio.to_thread(extract_pdf_text, attachment.data)
+        documents.append(Document(attachment, safe_name(attachment.filename, index, digest),
+                                  digest, text, error))
+    return documents

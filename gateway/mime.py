@@ -1,0 +1,389 @@
+"""Find exactly what the signature covers, and read nothing else.
+
+`split_signed` looks at the raw bytes of a message and returns either the signed bytes and the
+signature (RFC 3156 PGP/MIME, cut at the byte level because the signature covers exact bytes),
+the cleartext-signed block (inline PGP, when allowed), the encrypted payload (PGP/MIME
+encrypted, to be decrypted and judged again), or a refusal with a reason code. Structure is
+checked before any gpg call, so forged and malformed mail is refused cheaply.
+`read_signed_content` then parses only the signed bytes into text, protected headers and
+attachments.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import quopri
+import re
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.message import Message as Compat32Message
+from email.parser import BytesHeaderParser, BytesParser
+
+PGP_SIGNATURE_TYPE = "application/pgp-signature"
+PGP_ENCRYPTED_TYPE = "application/pgp-encrypted"
+SMIME_TYPES = {"application/pkcs7-signature", "application/x-pkcs7-signature",
+               "application/pkcs7-mime", "application/x-pkcs7-mime"}
+IDENTITY_ENCODINGS = {"7bit", "8bit", "binary"}
+
+BEGIN_SIGNED = b"-----BEGIN PGP SIGNED MESSAGE-----"
+BEGIN_SIGNATURE = b"-----BEGIN PGP SIGNATURE-----"
+END_SIGNATURE = b"-----END PGP SIGNATURE-----"
+BEGIN_MESSAGE = b"-----BEGIN PGP MESSAGE-----"
+ARMOR_LINE = re.compile(rb"^-----(BEGIN|END) PGP [A-Z ,/0-9]+-----[ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a message is not accepted: a stable code and a sentence for the person who sent it."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class PgpMimeSigned:
+    signed_bytes: bytes  # the first body part, headers and all, CRLF line endings
+    signature: bytes  # the armored detached signature
+
+
+@dataclass(frozen=True)
+class InlineSigned:
+    block: bytes  # the whole cleartext-signed block, armor lines included
+
+
+@dataclass(frozen=True)
+class PgpMimeEncrypted:
+    ciphertext: bytes
+
+
+SignedStructure = PgpMimeSigned | InlineSigned | PgpMimeEncrypted
+
+
+@dataclass(frozen=True)
+class ReceivedAttachment:
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SignedContent:
+    """What the signature covers, parsed: the only input handlers may use."""
+
+    text: str
+    protected_headers: dict[str, list[str]] = field(default_factory=dict)
+    attachments: tuple[ReceivedAttachment, ...] = ()
+
+
+def canonical_line_endings(raw: bytes) -> bytes:
+    """CRLF everywhere: signatures are made over the canonical form; LF-only mail is fixed here."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def split_head_body(entity: bytes) -> tuple[bytes, bytes]:
+    end = entity.find(b"\r\n\r\n")
+    if end < 0:
+        return entity, b""
+    return entity[: end + 2], entity[end + 4 :]
+
+
+def parse_headers(head: bytes) -> Compat32Message:
+    return BytesHeaderParser().parsebytes(head + b"\r\n", headersonly=True)
+
+
+def split_signed(raw: bytes, *, allow_inline: bool) -> SignedStructure | Refusal:
+    """Judge the message's outer structure (acceptance rule 1)."""
+    entity = canonical_line_endings(raw)
+    head, body = split_head_body(entity)
+    headers = parse_headers(head)
+    problem = _header_problem(headers)
+    if problem:
+        return problem
+    content_type = headers.get_content_type()
+    if content_type == "multipart/signed":
+        return _split_multipart_signed(headers, body)
+    if content_type == "multipart/encrypted":
+        return _split_multipart_encrypted(headers, body)
+    if content_type in SMIME_TYPES:
+        return Refusal("smime_not_accepted", "S/MIME is not accepted; sign with OpenPGP (PGP/MIME)")
+    if content_type == "text/plain":
+        return _split_inline(headers, body, allow_inline)
+    return _classify_unsigned(entity)
+
+
+def _header_problem(headers: Compat32Message) -> Refusal | None:
+    for name in ("Content-Type", "Content-Transfer-Encoding", "MIME-Version"):
+        if len(headers.get_all(name) or []) > 1:
+            return Refusal("bad_structure", f"the message has more than one {name} header")
+    return None
+
+
+def _split_multipart_signed(headers: Compat32Message, body: bytes) -> PgpMimeSigned | Refusal:
+    protocol = (headers.get_param("protocol") or "")
+    protocol = protocol.lower() if isinstance(protocol, str) else ""
+    if protocol in SMIME_TYPES:
+        return Refusal("smime_not_accepted", "S/MIME is not accepted; sign with OpenPGP (PGP/MIME)")
+    if protocol != PGP_SIGNATURE_TYPE:
+        return Refusal("bad_structure", 'multipart/signed needs protocol="application/pgp-signature"')
+    encoding = str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+    if encoding not in IDENTITY_ENCODINGS:
+        return Refusal("bad_structure", f"a multipart cannot have transfer encoding {encoding!r}")
+    parts = _split_parts(headers, body)
+    if isinstance(parts, Refusal):
+        return parts
+    if len(parts) != 2:
+        return Refusal("bad_structure",
+                       f"multipart/signed must have exactly two parts, this one has {len(parts)}")
+    signed_bytes, signature_part = parts
+    sig_head, sig_body = split_head_body(signature_part)
+    sig_headers = parse_headers(sig_head)
+    problem = _header_problem(sig_headers)
+    if problem:
+        return problem
+    if sig_headers.get_content_type() != PGP_SIGNATURE_TYPE:
+        return Refusal("bad_structure", "the second part of multipart/signed must be "
+                       f"application/pgp-signature, not {sig_headers.get_content_type()}")
+    signature = _decode_transfer(sig_body, sig_headers)
+    if signature is None:
+        return Refusal("bad_structure", "the signature part's transfer encoding is broken")
+    problem = check_detached_signature_armor(signature)
+    if problem:
+        return problem
+    return PgpMimeSigned(signed_bytes=signed_bytes, signature=signature)
+
+
+def _split_multipart_encrypted(headers: Compat32Message, body: bytes) -> PgpMimeEncrypted | Refusal:
+    protocol = headers.get_param("protocol")
+    if not isinstance(protocol, str) or protocol.lower() != PGP_ENCRYPTED_TYPE:
+        return Refusal("bad_structure",
+                       'multipart/encrypted needs protocol="application/pgp-encrypted"')
+    parts = _split_parts(headers, body)
+    if isinstance(parts, Refusal):
+        return parts
+    if len(parts) != 2:
+        return Refusal("bad_structure", "multipart/encrypted must have exactly two parts")
+    control_head, _ = split_head_body(parts[0])
+    data_head, data_body = split_head_body(parts[1])
+    if parse_headers(control_head).get_content_type() != PGP_ENCRYPTED_TYPE:
+        return Refusal("bad_structure", "multipart/encrypted's first part must be "
+                       "application/pgp-encrypted")
+    data_headers = parse_headers(data_head)
+    if data_headers.get_content_type() != "application/octet-stream":
+        return Refusal("bad_structure", "multipart/encrypted's second part must be "
+                       "application/octet-stream")
+    ciphertext = _decode_transfer(data_body, data_headers)
+    if ciphertext is None or BEGIN_MESSAGE not in ciphertext:
+        return Refusal("bad_structure", "the encrypted part holds no OpenPGP message")
+    return PgpMimeEncrypted(ciphertext=ciphertext)
+
+
+def _split_parts(headers: Compat32Message, body: bytes) -> list[bytes] | Refusal:
+    """Cut a multipart body into its parts' exact bytes (RFC 2046 5.1.1), preamble and epilogue dropped."""
+    boundary = headers.get_boundary()
+    if not boundary or len(boundary) > 70:
+        return Refusal("bad_structure", "the multipart has no valid boundary parameter")
+    delimiter = re.compile(
+        rb"(?:\A|\r\n)--" + re.escape(boundary.encode("ascii", "replace")) + rb"(--)?[ \t]*(?=\r\n|\Z)"
+    )
+    parts: list[bytes] = []
+    start: int | None = None
+    for match in delimiter.finditer(body):
+        if start is not None:
+            parts.append(body[start : match.start()])
+        if match.group(1):  # the close delimiter: what follows is the epilogue
+            return parts
+        start = match.end() + 2
+    return Refusal("bad_structure", "the multipart has no closing boundary (truncated?)")
+
+
+def _decode_transfer(body: bytes, headers: Compat32Message) -> bytes | None:
+    encoding = str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+    if encoding in IDENTITY_ENCODINGS:
+        return body
+    if encoding == "base64":
+        try:
+            return base64.b64decode(b"".join(body.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    if encoding == "quoted-printable":
+        return canonical_line_endings(quopri.decodestring(body))
+    return None
+
+
+def check_detached_signature_armor(signature: bytes) -> Refusal | None:
+    """The signature part must hold one armored block of signature packets and nothing else.
+
+    An opaque signed message there would make gpg verify *its* embedded data and ignore the
+    signed part; literal data would carry a file name (the CVE-2018-12020 injection vector).
+    """
+    armor = [m.group(0).strip() for m in ARMOR_LINE.finditer(signature)]
+    if armor != [BEGIN_SIGNATURE, END_SIGNATURE]:
+        if BEGIN_MESSAGE in signature:
+            return Refusal("not_a_detached_signature",
+                           "the signature part holds an OpenPGP message, not a detached signature")
+        return Refusal("not_a_detached_signature",
+                       "the signature part must hold exactly one armored PGP SIGNATURE block")
+    packets = dearmor_packet_tags(signature)
+    if packets is None:
+        return Refusal("not_a_detached_signature", "the signature block cannot be decoded")
+    if any(tag != 2 for tag in packets):
+        return Refusal("not_a_detached_signature",
+                       "the signature block holds packets other than signatures")
+    if len(packets) != 1:
+        return Refusal("multiple_signatures",
+                       "the message carries more than one signature; send exactly one")
+    return None
+
+
+def dearmor_packet_tags(armored: bytes) -> list[int] | None:
+    """The OpenPGP packet tags in an armored block, or None if it is not well formed."""
+    lines = armored.replace(b"\r\n", b"\n").split(b"\n")
+    try:
+        begin = next(i for i, line in enumerate(lines) if line.startswith(b"-----BEGIN PGP"))
+        end = next(i for i, line in enumerate(lines) if line.startswith(b"-----END PGP"))
+    except StopIteration:
+        return None
+    inner = lines[begin + 1 : end]
+    # armor headers ("Hash: ...", "Comment: ...") end at the first empty line
+    blank = next((i for i, line in enumerate(inner) if not line.strip()), None)
+    if blank is not None:
+        inner = inner[blank + 1 :]
+    data_lines = [line.strip() for line in inner if line.strip() and not line.startswith(b"=")]
+    try:
+        data = base64.b64decode(b"".join(data_lines), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return packet_tags(data)
+
+
+def packet_tags(data: bytes) -> list[int] | None:
+    """Walk OpenPGP packet headers (RFC 4880 4.2); None on anything malformed or partial."""
+    tags: list[int] = []
+    pos = 0
+    while pos < len(data):
+        first = data[pos]
+        if not first & 0x80:
+            return None
+        if first & 0x40:  # new format
+            tag = first & 0x3F
+            if pos + 1 >= len(data):
+                return None
+            octet = data[pos + 1]
+            if octet < 192:
+                length, header = octet, 2
+            elif octet < 224:
+                if pos + 2 >= len(data):
+                    return None
+                length, header = ((octet - 192) << 8) + data[pos + 2] + 192, 3
+            elif octet == 255:
+                if pos + 5 >= len(data):
+                    return None
+                length, header = int.from_bytes(data[pos + 2 : pos + 6], "big"), 6
+            else:
+                return None  # partial body lengths never appear in a signature
+        else:  # old format
+            tag = (first >> 2) & 0x0F
+            size = {0: 1, 1: 2, 2: 4}.get(first & 0x03)
+            if size is None or pos + size >= len(data):
+                return None
+            length, header = int.from_bytes(data[pos + 1 : pos + 1 + size], "big"), 1 + size
+        tags.append(tag)
+        pos += header + length
+        if pos > len(data):
+            return None
+    return tags
+
+
+def _split_inline(headers: Compat32Message, body: bytes, allow_inline: bool) -> InlineSigned | Refusal:
+    text = _decode_transfer(body, headers)
+    if text is None:
+        return Refusal("bad_structure", "the message body's transfer encoding is broken")
+    if BEGIN_SIGNED not in text:
+        if BEGIN_MESSAGE in text:
+            return Refusal("not_signed", "an inline OpenPGP message block is not accepted: "
+                           "sign with PGP/MIME (or inline cleartext signing where allowed)")
+        return Refusal("not_signed", "the message is not signed: sign it with PGP/MIME")
+    if not allow_inline:
+        return Refusal("inline_pgp_disabled",
+                       "inline PGP is not accepted here: sign the message with PGP/MIME")
+    armor = [m.group(0).strip() for m in ARMOR_LINE.finditer(text)]
+    if armor.count(BEGIN_SIGNED) > 1 or len(armor) > 3:
+        return Refusal("inline_multiple_blocks",
+                       "the message holds more than one PGP block; send exactly one signed block")
+    if armor != [BEGIN_SIGNED, BEGIN_SIGNATURE, END_SIGNATURE]:
+        return Refusal("bad_structure", "the inline PGP block is incomplete")
+    stripped = text.strip()
+    if not (stripped.startswith(BEGIN_SIGNED) and stripped.endswith(END_SIGNATURE)):
+        return Refusal("inline_text_outside_block",
+                       "there is text outside the signed block; only signed text is accepted")
+    problem = check_detached_signature_armor(stripped[stripped.index(BEGIN_SIGNATURE):])
+    if problem:
+        return problem
+    return InlineSigned(block=stripped + b"\r\n")
+
+
+def _classify_unsigned(entity: bytes) -> Refusal:
+    """Name the attack when a signature sits somewhere inside unsigned wrapping."""
+    message = BytesParser(policy=policy.compat32).parsebytes(entity)
+    for part in message.walk():
+        content_type = part.get_content_type()
+        if content_type in SMIME_TYPES:
+            return Refusal("smime_not_accepted",
+                           "S/MIME is not accepted; sign with OpenPGP (PGP/MIME)")
+        if content_type in ("multipart/signed", PGP_SIGNATURE_TYPE, "message/rfc822"):
+            return Refusal("unsigned_content", "the signed part is wrapped in unsigned content; "
+                           "send the signed message itself, with nothing around it")
+        if not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes) and (BEGIN_SIGNED in payload or BEGIN_SIGNATURE in payload):
+                return Refusal("unsigned_content", "the signed text is mixed with unsigned "
+                               "content; send one signed message with nothing around it")
+    return Refusal("not_signed", "the message is not signed: sign it with PGP/MIME")
+
+
+def read_signed_content(signed_bytes: bytes) -> SignedContent:
+    """Parse the signed MIME entity: body text, protected headers, attachments."""
+    entity: EmailMessage = BytesParser(policy=policy.default).parsebytes(signed_bytes)  # type: ignore[assignment]
+    protected: dict[str, list[str]] = {}
+    if str(entity.get_param("protected-headers", "", header="content-type")).lower() == "v1":
+        for name in ("From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To",
+                     "References"):
+            values = entity.get_all(name)
+            if values:
+                protected[name] = [str(v) for v in values]
+    text = ""
+    attachments: list[ReceivedAttachment] = []
+    for part in entity.walk():
+        if part.is_multipart():
+            continue
+        content_type = part.get_content_type()
+        filename = part.get_filename()
+        is_attachment = part.get_content_disposition() == "attachment" or filename is not None
+        if content_type == "text/plain" and not is_attachment and not text:
+            text = _part_text(part)
+            continue
+        if content_type == "text/plain" and not is_attachment:
+            text += "\n" + _part_text(part)
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        if content_type == "message/rfc822":
+            inner = part.get_payload()
+            data = inner[0].as_bytes() if isinstance(inner, list) and inner else data
+        attachments.append(ReceivedAttachment(filename, content_type, data))
+    return SignedContent(text=text, protected_headers=protected, attachments=tuple(attachments))
+
+
+def read_inline_content(plaintext: bytes) -> SignedContent:
+    return SignedContent(text=plaintext.decode("utf-8", errors="replace").replace("\r\n", "\n"))
+
+
+def _part_text(part: EmailMessage) -> str:
+    try:
+        content = part.get_content()
+    except (LookupError, UnicodeDecodeError):
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
+    return str(content).replace("\r\n", "\n")

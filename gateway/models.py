@@ -1,0 +1,234 @@
+"""The tables. One module so that the whole data model reads in one sitting (DESIGN.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from gateway.clock import utcnow
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON,
+    }
+
+
+class Agency(Base):
+    __tablename__ = "agencies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    domain: Mapped[str] = mapped_column(String(255))
+    country: Mapped[str | None] = mapped_column(String(2))
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Officer(Base):
+    __tablename__ = "officers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    last_impersonation_warning_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    agency: Mapped[Agency] = relationship(lazy="joined")
+
+
+class Key(Base):
+    """A public key we hold, and what we know of it (gpg's keyring is the source of truth)."""
+
+    __tablename__ = "keys"
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_type: Mapped[str] = mapped_column(String(20))  # officer | agency | gateway
+    owner_id: Mapped[int | None]
+    user_ids: Mapped[list[Any]] = mapped_column(default=list)
+    expires_at: Mapped[datetime | None]
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Message(Base):
+    """Every message in or out, raw bytes kept: the evidence a court may ask for."""
+
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    direction: Mapped[str] = mapped_column(String(10))  # inbound | outbound
+    transport: Mapped[str] = mapped_column(String(20))  # smtp | imap | chat | cli
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    header_message_id: Mapped[str | None] = mapped_column(String(998))
+    peer: Mapped[str | None] = mapped_column(String(200))
+    envelope_from: Mapped[str | None] = mapped_column(String(320))
+    envelope_to: Mapped[list[Any]] = mapped_column(default=list)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(20), default="received")
+    reason: Mapped[str | None] = mapped_column(String(64))
+    reason_detail: Mapped[str | None] = mapped_column(Text)
+    signer_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # signer + signature time + digest of the signed bytes: the same signed content seen twice.
+    replay_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    signed_at: Mapped[datetime | None]
+    verification: Mapped[dict[str, Any] | None]
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    __table_args__ = (UniqueConstraint("direction", "sha256", name="uq_message_sha256"),)
+
+
+class RefCounter(Base):
+    """The next reference number per year: gap-free and never reused."""
+
+    __tablename__ = "ref_counters"
+    year: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Request(Base):
+    __tablename__ = "requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ref: Mapped[str] = mapped_column(String(20), unique=True)
+    type: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(30))
+    emergency: Mapped[bool] = mapped_column(Boolean, default=False)
+    case_number: Mapped[str | None] = mapped_column(Text)
+    legal_basis: Mapped[str | None] = mapped_column(Text)
+    data_categories: Mapped[list[Any]] = mapped_column(default=list)
+    date_from: Mapped[date | None] = mapped_column(Date)
+    date_to: Mapped[date | None] = mapped_column(Date)
+    nondisclosure_until: Mapped[date | None] = mapped_column(Date)
+    nondisclosure_indefinite: Mapped[bool] = mapped_column(Boolean, default=False)
+    emergency_justification: Mapped[str | None] = mapped_column(Text)
+    supervisor: Mapped[str | None] = mapped_column(Text)
+    investigation_status: Mapped[str | None] = mapped_column(Text)
+    missing_fields: Mapped[list[Any]] = mapped_column(default=list)
+    body_text: Mapped[str | None] = mapped_column(Text)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"))
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    thread_message_id: Mapped[str] = mapped_column(String(998))
+    thread_references: Mapped[list[Any]] = mapped_column(default=list)
+    deadline: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    officer: Mapped[Officer] = relationship(lazy="joined")
+    subjects: Mapped[list[RequestSubject]] = relationship(
+        lazy="selectin", order_by="RequestSubject.id", cascade="all, delete-orphan"
+    )
+    attachments: Mapped[list[Attachment]] = relationship(
+        lazy="selectin", order_by="Attachment.id", cascade="all, delete-orphan"
+    )
+
+
+class RequestSubject(Base):
+    __tablename__ = "request_subjects"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    type: Mapped[str] = mapped_column(String(30))
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    original_filename: Mapped[str | None] = mapped_column(Text)
+    stored_name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    extracted_text: Mapped[str | None] = mapped_column(Text)
+    extraction_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Job(Base):
+    """Work to do. A crash at any point leaves the job to be claimed again."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class Outbox(Base):
+    """A reply waiting for the smarthost. It is signed and encrypted when sent, so a key revoked
+    meanwhile stops it; after sending, the exact bytes sent are kept."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    in_reply_to_message: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    recipient: Mapped[str] = mapped_column(String(320))
+    recipient_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(320))
+    header_message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    subject: Mapped[str] = mapped_column(Text)
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    references: Mapped[list[Any]] = mapped_column(default=list)
+    content: Mapped[bytes] = mapped_column(LargeBinary)  # the inner MIME entity, before encryption
+    sent_raw: Mapped[bytes | None] = mapped_column(LargeBinary)  # exactly what the smarthost got
+    state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """Append-only and hash-chained: each entry's hash covers the previous entry's hash."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(60))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,0 +1,213 @@
+"""Replies: composed by handlers into the outbox, signed, encrypted and sent from here.
+
+A handler calls `queue_reply` inside its own transaction, so a reply exists exactly when the
+decision that caused it was committed. `OutboxSender` takes due rows, signs them with the gateway
+key, encrypts them to the officer's key (RFC 3156 PGP/MIME, signed and encrypted in one OpenPGP
+message), hands them to the smarthost with aiosmtplib, and retries with exponential back-off.
+Rows survive restarts because they are rows. Encryption happens at send time, so a key revoked
+while a reply waits stops the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from datetime import timedelta
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+
+import aiosmtplib
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway import audit
+from gateway.clock import utcnow
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.models import Message, Outbox
+from gateway.pgp import OpenPGP, OpenPGPError
+
+log = logging.getLogger(__name__)
+
+
+def new_message_id(settings: Settings) -> str:
+    domain = settings.gateway.address.rpartition("@")[2]
+    return f"<lers.{uuid.uuid4().hex}@{domain}>"
+
+
+def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipient: str,
+                recipient_fingerprint: str, subject: str, body: str,
+                request_id: int | None = None, in_reply_to: str | None = None,
+                references: list[str] | None = None,
+                reply_to_message: int | None = None) -> Outbox:
+    """Put a reply in the outbox, inside the caller's transaction."""
+    message_id = new_message_id(settings)
+    inner = EmailMessage(policy=policy.SMTP)
+    inner["From"] = formataddr((settings.gateway.name, settings.gateway.address))
+    inner["To"] = recipient
+    inner["Subject"] = subject
+    inner["Message-ID"] = message_id
+    inner.set_content(body, charset="utf-8", cte="quoted-printable")
+    inner.set_param("protected-headers", "v1")
+    row = Outbox(
+        kind=kind, request_id=request_id, in_reply_to_message=reply_to_message,
+        recipient=recipient, recipient_fingerprint=recipient_fingerprint,
+        sender=settings.gateway.address, header_message_id=message_id, subject=subject,
+        in_reply_to=in_reply_to, references=list(references or []),
+        content=inner.as_bytes(), next_attempt_at=utcnow(),
+    )
+    session.add(row)
+    return row
+
+
+def pgp_mime_encrypted(settings: Settings, row: Outbox, armored: bytes) -> bytes:
+    """The outer message: visible headers plus the RFC 3156 multipart/encrypted body."""
+    boundary = f"lers-{uuid.uuid4().hex}"
+    headers = [
+        ("From", formataddr((settings.gateway.name, settings.gateway.address))),
+        ("To", row.recipient),
+        ("Subject", row.subject),
+        ("Date", format_datetime(utcnow())),
+        ("Message-ID", row.header_message_id),
+    ]
+    if row.in_reply_to:
+        headers.append(("In-Reply-To", row.in_reply_to))
+    if row.references:
+        headers.append(("References", " ".join(row.references)))
+    headers += [
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/encrypted; protocol="application/pgp-encrypted"; '
+                         f'boundary="{boundary}"'),
+    ]
+    head = EmailMessage(policy=policy.SMTP)
+    for name, value in headers:
+        head[name] = value
+    lines = [
+        head.as_bytes().rstrip(b"\r\n"), b"",
+        b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)",
+        f"--{boundary}".encode(),
+        b"Content-Type: application/pgp-encrypted",
+        b"Content-Description: PGP/MIME version identification", b"",
+        b"Version: 1", b"",
+        f"--{boundary}".encode(),
+        b'Content-Type: application/octet-stream; name="encrypted.asc"',
+        b"Content-Description: OpenPGP encrypted message",
+        b'Content-Disposition: inline; filename="encrypted.asc"', b"",
+        armored.replace(b"\r\n", b"\n").rstrip(b"\n").replace(b"\n", b"\r\n"),
+        f"--{boundary}--".encode(), b"",
+    ]
+    return b"\r\n".join(lines)
+
+
+class OutboxSender:
+    """Sends due outbox rows; one pass is `send_due()`, the loop is `run()`."""
+
+    def __init__(self, settings: Settings, db: Database, pgp: OpenPGP) -> None:
+        self.settings = settings
+        self.db = db
+        self.pgp = pgp
+        self.wakeup = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.send_due()
+            except Exception:
+                log.exception("outbox pass failed")
+            self.wakeup.clear()
+            stop_wait = asyncio.ensure_future(stop.wait())
+            wake_wait = asyncio.ensure_future(self.wakeup.wait())
+            await asyncio.wait({stop_wait, wake_wait}, timeout=self.settings.worker.poll_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            wake_wait.cancel()
+
+    async def send_due(self, limit: int = 20) -> int:
+        """Take up to `limit` due rows (leasing them), send each; returns how many were sent."""
+        now = utcnow()
+        lease = timedelta(seconds=self.settings.outbound.timeout_seconds * 2 + 30)
+        async with self.db.transaction() as session:
+            rows = list(await session.scalars(
+                select(Outbox).where(Outbox.state == "pending", Outbox.next_attempt_at <= now)
+                .order_by(Outbox.id).limit(limit)
+            ))
+            for row in rows:  # a crash mid-send leaves the row to be retried after the lease
+                row.next_attempt_at = now + lease
+        sent = 0
+        for row in rows:
+            sent += await self._send_one(row)
+        return sent
+
+    async def _send_one(self, row: Outbox) -> int:
+        key = await self.pgp.key_status(row.recipient_fingerprint or "")
+        if key is None or key.revoked or key.expired:
+            problem = "missing" if key is None else ("revoked" if key.revoked else "expired")
+            await self._hold(row, f"the recipient's key is {problem}")
+            return 0
+        try:
+            armored = await self.pgp.sign_and_encrypt_for_officer(row.content,
+                                                                 row.recipient_fingerprint or "")
+        except OpenPGPError as exc:
+            await self._failed_attempt(row, str(exc))
+            return 0
+        raw = pgp_mime_encrypted(self.settings, row, armored)
+        out = self.settings.outbound
+        try:
+            await aiosmtplib.send(
+                raw, sender=row.sender, recipients=[row.recipient], hostname=out.host,
+                port=out.port, start_tls=out.starttls, use_tls=False,
+                username=out.username or None,
+                password=(self.settings.outbound_password() or None) if out.username else None,
+                timeout=out.timeout_seconds,
+            )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
+            return 0
+        async with self.db.transaction() as session:
+            fresh = await session.get(Outbox, row.id)
+            assert fresh is not None
+            fresh.state = "sent"
+            fresh.sent_at = utcnow()
+            fresh.attempts += 1
+            fresh.sent_raw = raw
+            session.add(Message(
+                direction="outbound", transport="smtp", sha256=hashlib.sha256(raw).hexdigest(),
+                raw=raw, size=len(raw), header_message_id=row.header_message_id,
+                envelope_from=row.sender, envelope_to=[row.recipient], state="sent",
+                request_id=row.request_id,
+            ))
+            await audit.record(session, "system", "outbox.sent", f"outbox:{row.id}",
+                               kind=row.kind, recipient=row.recipient,
+                               message_id=row.header_message_id, request_id=row.request_id)
+        log.info("reply sent", extra={"outbox_id": row.id, "kind": row.kind})
+        return 1
+
+    async def _failed_attempt(self, row: Outbox, error: str) -> None:
+        async with self.db.transaction() as session:
+            fresh = await session.get(Outbox, row.id)
+            assert fresh is not None
+            fresh.attempts += 1
+            fresh.last_error = error[:2000]
+            out = self.settings.outbound
+            if utcnow() - fresh.created_at > timedelta(hours=out.give_up_after_hours):
+                fresh.state = "failed"
+                await audit.record(session, "system", "outbox.gave_up", f"outbox:{row.id}",
+                                   error=error[:300], attempts=fresh.attempts)
+            else:
+                delay = min(out.first_retry_seconds * 2 ** (fresh.attempts - 1),
+                            out.max_retry_seconds)
+                fresh.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        log.warning("reply not sent, will retry",
+                    extra={"outbox_id": row.id, "error": error[:200]})
+
+    async def _hold(self, row: Outbox, why: str) -> None:
+        async with self.db.transaction() as session:
+            fresh = await session.get(Outbox, row.id)
+            assert fresh is not None
+            fresh.state = "held"
+            fresh.last_error = why
+            await audit.record(session, "system", "outbox.held", f"outbox:{row.id}", reason=why)
+        log.warning("reply held", extra={"outbox_id": row.id, "reason": why})

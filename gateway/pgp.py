@@ -1,0 +1,350 @@
+"""Every OpenPGP operation the gateway does, each a method named for its purpose.
+
+python-gnupg drives the real `gpg` in a keyring of our own (no key retrieval from the network,
+never `--verbose`). Calls run in a small thread pool so the event loop never waits on gpg.
+Verification keeps every status line and decides strictly: exactly one good signature, made by
+a key that is neither expired nor revoked, with a digest stronger than SHA-1. Anything else is a
+`SignatureCheck` with a reason code and a sentence a human can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import gnupg
+
+log = logging.getLogger(__name__)
+logging.getLogger("gnupg").setLevel(logging.ERROR)  # its debug lines would echo message bytes
+
+T = TypeVar("T")
+
+# OpenPGP hash algorithm ids (RFC 4880 9.4) that we refuse: MD5, SHA-1, RIPEMD-160.
+WEAK_DIGESTS = {"1": "MD5", "2": "SHA-1", "3": "RIPEMD-160"}
+SIGNATURE_RESULTS = {"GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}
+# Options for every gpg call: our keyring only, nothing fetched, nothing trusted implicitly.
+GPG_OPTIONS = [
+    "--no-auto-key-retrieve",
+    "--auto-key-locate", "local",
+    "--keyserver-options", "no-auto-key-retrieve",
+    "--weak-digest", "SHA1",
+    "--no-emit-version",
+    "--no-comments",
+    "--no-greeting",
+]
+
+
+class OpenPGPError(Exception):
+    """gpg failed at something that should have worked (our key, our keyring): not the sender's fault."""
+
+
+class KeyImportError(OpenPGPError):
+    """An offered key file is not a usable public key."""
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The verdict on one signature, with everything a later rule or a reviewer needs."""
+
+    ok: bool
+    reason: str | None = None
+    detail: str = ""
+    signer_fingerprint: str | None = None  # the primary key
+    signing_key_fingerprint: str | None = None  # the (sub)key that made the signature
+    signature_id: str | None = None
+    signed_at: datetime | None = None
+    digest: str | None = None
+    status_lines: tuple[str, ...] = field(default=(), repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "reason": self.reason, "detail": self.detail,
+            "signer_fingerprint": self.signer_fingerprint,
+            "signing_key_fingerprint": self.signing_key_fingerprint,
+            "signature_id": self.signature_id,
+            "signed_at": self.signed_at.isoformat() if self.signed_at else None,
+            "digest": self.digest,
+        }
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    fingerprint: str
+    emails: tuple[str, ...]
+    user_ids: tuple[str, ...]
+    expires_at: datetime | None
+    revoked: bool
+    expired: bool
+    can_encrypt: bool
+
+
+class _StatusRecorder(gnupg.Verify):
+    """python-gnupg's verify result, plus the full list of status lines for strict checks."""
+
+    def __init__(self, gpg: gnupg.GPG) -> None:
+        super().__init__(gpg)
+        self.lines: list[tuple[str, str]] = []
+
+    def handle_status(self, key: str, value: str) -> None:
+        self.lines.append((key, value))
+        try:
+            super().handle_status(key, value)
+        except Exception:
+            self.lines.append(("UNPARSEABLE", key))
+
+
+class _CryptRecorder(gnupg.Crypt):
+    def __init__(self, gpg: gnupg.GPG) -> None:
+        super().__init__(gpg)
+        self.lines: list[tuple[str, str]] = []
+
+    def handle_status(self, key: str, value: str) -> None:
+        self.lines.append((key, value))
+        try:
+            super().handle_status(key, value)
+        except Exception:
+            self.lines.append(("UNPARSEABLE", key))
+
+
+class OpenPGP:
+    """The gateway's keyring and key: verify officers' mail, sign and encrypt our replies."""
+
+    def __init__(self, home: Path, threads: int = 2) -> None:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(home, 0o700)
+        self.home = home
+        self._gpg = gnupg.GPG(gnupghome=str(home), options=list(GPG_OPTIONS))
+        self._gpg.encoding = "utf-8"
+        self._gpg.result_map = {**self._gpg.result_map, "verify": _StatusRecorder,
+                                "crypt": _CryptRecorder}
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpg")
+        self.gateway_fingerprint: str | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # --- the gateway's own key -------------------------------------------------------------
+
+    async def ensure_gateway_key(self, address: str, name: str) -> tuple[str, bool]:
+        """Load the gateway key, generating it on first start. Returns (fingerprint, created)."""
+        return await self._run(self._ensure_gateway_key, address, name)
+
+    def _ensure_gateway_key(self, address: str, name: str) -> tuple[str, bool]:
+        for key in self._gpg.list_keys(secret=True):
+            if any(f"<{address.lower()}>" in uid.lower() for uid in key["uids"]):
+                self.gateway_fingerprint = key["fingerprint"]
+                return key["fingerprint"], False
+        batch = "\n".join([
+            "Key-Type: EDDSA", "Key-Curve: ed25519", "Key-Usage: sign,cert",
+            "Subkey-Type: ECDH", "Subkey-Curve: cv25519", "Subkey-Usage: encrypt",
+            f"Name-Real: {name}", f"Name-Email: {address}", "Expire-Date: 0",
+            "%no-protection", "%commit", "",
+        ])
+        result = self._gpg.gen_key(batch)
+        if not result.fingerprint:
+            raise OpenPGPError(f"could not generate the gateway key: {result.stderr.strip()[-300:]}")
+        self.gateway_fingerprint = str(result.fingerprint)
+        return self.gateway_fingerprint, True
+
+    async def export_gateway_public_key(self) -> str:
+        if not self.gateway_fingerprint:
+            raise OpenPGPError("the gateway key is not loaded")
+        return await self._run(self._gpg.export_keys, self.gateway_fingerprint)
+
+    # --- other people's keys ---------------------------------------------------------------
+
+    async def import_public_key(self, armored: bytes) -> list[str]:
+        """Import an officer's or agency's public key; refuse anything with secret material."""
+        return await self._run(self._import_public_key, armored)
+
+    def _import_public_key(self, armored: bytes) -> list[str]:
+        if b"PRIVATE KEY BLOCK" in armored:
+            raise KeyImportError("the file holds a secret key; send only the public key")
+        result = self._gpg.import_keys(armored)
+        if getattr(result, "sec_imported", 0):
+            raise KeyImportError("the file holds a secret key; send only the public key")
+        fingerprints = [fp for fp in result.fingerprints if fp]
+        if not fingerprints:
+            raise KeyImportError("no OpenPGP public key found in the file")
+        return sorted(set(fingerprints))
+
+    async def key_status(self, fingerprint: str) -> KeyStatus | None:
+        return await self._run(self._key_status, fingerprint)
+
+    def _key_status(self, fingerprint: str) -> KeyStatus | None:
+        keys = self._gpg.list_keys(keys=[fingerprint])
+        key = next((k for k in keys if k["fingerprint"] == fingerprint), None)
+        if key is None:
+            return None
+        expires = _timestamp(key.get("expires"))
+        capabilities = key.get("cap", "")
+        return KeyStatus(
+            fingerprint=fingerprint,
+            user_ids=tuple(key["uids"]),
+            emails=tuple(_uid_email(uid) for uid in key["uids"] if _uid_email(uid)),
+            expires_at=expires,
+            revoked=key.get("trust") == "r",
+            expired=key.get("trust") == "e",
+            can_encrypt="E" in capabilities,
+        )
+
+    # --- verification ----------------------------------------------------------------------
+
+    async def verify_detached_signature(self, signed_bytes: bytes, signature: bytes) -> SignatureCheck:
+        """Check an RFC 3156 detached signature over the exact bytes of the signed part."""
+        return await self._run(self._verify_detached, signed_bytes, signature)
+
+    def _verify_detached(self, signed_bytes: bytes, signature: bytes) -> SignatureCheck:
+        fd, sig_path = tempfile.mkstemp(prefix="sig-", dir=self.home)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(signature)
+            result = self._gpg.verify_data(sig_path, signed_bytes)
+        finally:
+            os.unlink(sig_path)
+        return judge_status_lines(result.lines)
+
+    async def verify_clearsigned_text(self, text: bytes) -> tuple[SignatureCheck, bytes]:
+        """Check an inline (cleartext-signed) block; return the verdict and the signed text."""
+        return await self._run(self._verify_clearsigned, text)
+
+    def _verify_clearsigned(self, text: bytes) -> tuple[SignatureCheck, bytes]:
+        result = self._gpg.decrypt(text)
+        check = judge_status_lines(result.lines)
+        data = result.data if isinstance(result.data, bytes) else str(result.data).encode()
+        return check, data
+
+    async def decrypt_from_officer(self, ciphertext: bytes) -> tuple[SignatureCheck | None, bytes | None]:
+        """Decrypt mail sent to the gateway key; judge the signature inside it, if any."""
+        return await self._run(self._decrypt, ciphertext)
+
+    def _decrypt(self, ciphertext: bytes) -> tuple[SignatureCheck | None, bytes | None]:
+        result = self._gpg.decrypt(ciphertext)
+        if not result.ok:
+            return None, None
+        data = result.data if isinstance(result.data, bytes) else str(result.data).encode()
+        signed = any(k in SIGNATURE_RESULTS or k == "NEWSIG" for k, _ in result.lines)
+        return (judge_status_lines(result.lines) if signed else None), data
+
+    # --- replies ---------------------------------------------------------------------------
+
+    async def sign_and_encrypt_for_officer(self, content: bytes, officer_fingerprint: str) -> bytes:
+        """Sign with the gateway key and encrypt to the officer's key: one armored OpenPGP message."""
+        return await self._run(self._sign_and_encrypt, content, officer_fingerprint)
+
+    def _sign_and_encrypt(self, content: bytes, officer_fingerprint: str) -> bytes:
+        if not self.gateway_fingerprint:
+            raise OpenPGPError("the gateway key is not loaded")
+        result = self._gpg.encrypt(
+            content, [officer_fingerprint], sign=self.gateway_fingerprint, armor=True,
+            always_trust=True, extra_args=["--digest-algo", "SHA512"],
+        )
+        if not result.ok:
+            raise OpenPGPError(f"could not sign and encrypt to {officer_fingerprint}: {result.status}")
+        return result.data if isinstance(result.data, bytes) else str(result.data).encode()
+
+
+def judge_status_lines(lines: list[tuple[str, str]]) -> SignatureCheck:
+    """Turn gpg's status lines into one strict verdict (acceptance rule 2 of DESIGN.md)."""
+    status = tuple(f"{k} {v}".strip() for k, v in lines)
+    keys = [k for k, _ in lines]
+    if "UNPARSEABLE" in keys:
+        return SignatureCheck(False, "bad_signature", "gpg gave a status we could not read",
+                              status_lines=status)
+    results = [(k, v) for k, v in lines if k in SIGNATURE_RESULTS]
+    if not results:
+        if "NODATA" in keys:
+            return SignatureCheck(False, "not_a_detached_signature",
+                                  "the signature part holds no OpenPGP signature", status_lines=status)
+        return SignatureCheck(False, "bad_signature", "gpg found no signature", status_lines=status)
+    if len(results) > 1 or keys.count("NEWSIG") > 1:
+        return SignatureCheck(False, "multiple_signatures",
+                              "the message carries more than one signature; send exactly one",
+                              status_lines=status)
+    kind, value = results[0]
+    if kind == "ERRSIG":
+        parts = value.split()
+        if "NO_PUBKEY" in keys:
+            fpr = parts[6] if len(parts) >= 7 else parts[0]
+            return SignatureCheck(False, "unknown_key", f"signed by a key we do not know ({fpr})",
+                                  status_lines=status)
+        if len(parts) >= 3 and parts[2] in WEAK_DIGESTS:
+            return SignatureCheck(False, "weak_digest",
+                                  f"signed with {WEAK_DIGESTS[parts[2]]}, which is too weak; "
+                                  "use SHA-256 or stronger", status_lines=status)
+        return SignatureCheck(False, "bad_signature", "the signature could not be checked",
+                              status_lines=status)
+    if kind == "BADSIG":
+        return SignatureCheck(False, "bad_signature",
+                              "the signature does not match the message (altered in transit?)",
+                              status_lines=status)
+    if kind == "EXPKEYSIG":
+        return SignatureCheck(False, "expired_key", "the signing key has expired",
+                              status_lines=status)
+    if kind == "REVKEYSIG":
+        return SignatureCheck(False, "revoked_key", "the signing key has been revoked",
+                              status_lines=status)
+    if kind == "EXPSIG":
+        return SignatureCheck(False, "expired_signature", "the signature has expired",
+                              status_lines=status)
+    # GOODSIG: now insist on exactly one VALIDSIG that agrees with it.
+    valid = [v for k, v in lines if k == "VALIDSIG"]
+    if len(valid) != 1:
+        return SignatureCheck(False, "bad_signature", "gpg did not confirm the signature",
+                              status_lines=status)
+    if "KEYREVOKED" in keys:
+        return SignatureCheck(False, "revoked_key", "the signing key has been revoked",
+                              status_lines=status)
+    if "KEYEXPIRED" in keys or "SIGEXPIRED" in keys:
+        return SignatureCheck(False, "expired_key", "the signing key has expired",
+                              status_lines=status)
+    fields = valid[0].split()
+    if len(fields) < 10:
+        return SignatureCheck(False, "bad_signature", "gpg's VALIDSIG line is incomplete",
+                              status_lines=status)
+    signing_fpr, _date, sig_ts, _expire, _version, _reserved, _algo, digest, _cls, primary = fields[:10]
+    goodsig_keyid = value.split()[0] if value else ""
+    if not (signing_fpr.endswith(goodsig_keyid) or primary.endswith(goodsig_keyid)):
+        return SignatureCheck(False, "bad_signature", "gpg's status lines disagree",
+                              status_lines=status)
+    if digest in WEAK_DIGESTS:
+        return SignatureCheck(False, "weak_digest",
+                              f"signed with {WEAK_DIGESTS[digest]}, which is too weak; "
+                              "use SHA-256 or stronger", status_lines=status)
+    signature_ids = [v.split()[0] for k, v in lines if k == "SIG_ID" and v.split()]
+    signed_at = _timestamp(sig_ts)
+    return SignatureCheck(
+        True, None, "good signature", signer_fingerprint=primary,
+        signing_key_fingerprint=signing_fpr,
+        signature_id=signature_ids[0] if len(signature_ids) == 1 else None,
+        signed_at=signed_at, digest=digest, status_lines=status,
+    )
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    """gpg gives seconds since the epoch, or an ISO 8601 basic string with --fixed-list-mode off."""
+    if not value or value == "0":
+        return None
+    if value.isdigit():
+        return datetime.fromtimestamp(int(value), UTC)
+    try:
+        return datetime.strptime(value, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _uid_email(uid: str) -> str | None:
+    if "<" in uid and uid.endswith(">"):
+        return uid[uid.rindex("<") + 1 : -1].strip().lower() or None
+    return uid.strip().lower() if "@" in uid and " " not in uid.strip() else None

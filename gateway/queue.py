@@ -1,0 +1,86 @@
+"""A job queue in the database: enqueue, claim with a lease, finish, retry with back-off, shunt.
+
+A job is claimed by setting a lease; a worker that dies leaves the lease to run out and the job
+is claimed again. Handlers are idempotent, so a job done twice changes nothing the second time.
+A job that keeps failing is shunted: kept with its error for a human, never dropped.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway import audit
+from gateway.clock import utcnow
+from gateway.db import Database
+from gateway.models import Job
+
+
+def enqueue(session: AsyncSession, kind: str, *, message_id: int | None = None,
+            payload: dict[str, Any] | None = None) -> Job:
+    job = Job(kind=kind, message_id=message_id, payload=payload or {}, run_after=utcnow())
+    session.add(job)
+    return job
+
+
+async def claim(db: Database, lease_seconds: float) -> Job | None:
+    """Take the oldest runnable job (queued and due, or with an expired lease)."""
+    now = utcnow()
+    async with db.transaction() as session:
+        query = (
+            select(Job)
+            .where(
+                or_(
+                    (Job.state == "queued") & (Job.run_after <= now),
+                    (Job.state == "running") & (Job.lease_until < now),
+                )
+            )
+            .order_by(Job.id)
+            .limit(1)
+        )
+        if not db.is_sqlite:  # SQLite serialises writers with BEGIN IMMEDIATE instead
+            query = query.with_for_update(skip_locked=True)
+        job = await session.scalar(query)
+        if job is None:
+            return None
+        job.state = "running"
+        job.attempts += 1
+        job.lease_until = now + timedelta(seconds=lease_seconds)
+        return job
+
+
+async def release_all_leases(db: Database) -> int:
+    """At start of a single-process gateway, jobs left running by a crash are ours to redo."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            update(Job).where(Job.state == "running").values(state="queued", lease_until=None)
+        )
+        return result.rowcount or 0
+
+
+def mark_done(session: AsyncSession, job: Job) -> None:
+    """Finish a job inside the handler's own transaction, so the work and its end commit together."""
+    job.state = "done"
+    job.finished_at = utcnow()
+    job.lease_until = None
+    session.add(job)
+
+
+async def mark_failed(db: Database, job: Job, error: str, max_attempts: int) -> str:
+    """Retry later with exponential back-off, or shunt the job for a human after max_attempts."""
+    async with db.transaction() as session:
+        fresh = await session.get(Job, job.id)
+        assert fresh is not None
+        fresh.last_error = error[:4000]
+        fresh.lease_until = None
+        if fresh.attempts >= max_attempts:
+            fresh.state = "shunted"
+            await audit.record(session, "system", "job.shunted", f"job:{fresh.id}",
+                               kind=fresh.kind, error=error[:500], attempts=fresh.attempts)
+        else:
+            fresh.state = "queued"
+            fresh.run_after = utcnow() + timedelta(seconds=min(2 ** fresh.attempts, 300))
+        return fresh.state

@@ -1,0 +1,63 @@
+"""SMTP ingress: a thin aiosmtpd handler over `ingest`.
+
+Unknown recipients are refused at RCPT, the size limit is enforced by aiosmtpd (552), and 250 is
+answered only after the raw bytes are committed; a storage failure answers 451 so the sending
+server keeps the message and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.ingest import ingest
+
+log = logging.getLogger(__name__)
+
+
+class SmtpIngress:
+    """The aiosmtpd handler (see aiosmtpd's handler API: handle_RCPT, handle_DATA)."""
+
+    def __init__(self, settings: Settings, db: Database, on_stored: Callable[[], None]) -> None:
+        self.recipients = settings.recipients
+        self.db = db
+        self.on_stored = on_stored
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address.lower() not in self.recipients:
+            return f"550 5.1.1 <{address}>: no such mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content
+        if not isinstance(raw, bytes):
+            raw = (envelope.content or b"")
+            raw = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        try:
+            result = await ingest(self.db, raw, transport="smtp", peer=peer,
+                                  envelope_from=envelope.mail_from,
+                                  envelope_to=list(envelope.rcpt_tos))
+        except Exception:
+            log.exception("could not store an inbound message", extra={"peer": peer})
+            return "451 4.3.0 Temporarily unable to store the message, try again later"
+        self.on_stored()
+        log.info("message stored", extra={"message_id": result.message_id, "peer": peer,
+                                          "duplicate": result.duplicate, "size": len(raw)})
+        return f"250 2.0.0 Stored as message {result.message_id}"
+
+
+def smtp_factory(handler: SmtpIngress, settings: Settings) -> Callable[[], Any]:
+    def make() -> SMTP:
+        return SMTP(handler, data_size_limit=settings.smtp.max_message_bytes,
+                    enable_SMTPUTF8=True, decode_data=False,
+                    hostname=settings.gateway.address.rpartition("@")[2],
+                    ident="lers-gateway")
+    return make

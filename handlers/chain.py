@@ -1,0 +1,239 @@
+"""The acceptance rules of DESIGN.md as an ordered chain: structure, signature, identity,
+freshness, replay. Each rule returns a `Refusal` or lets the message through; the first refusal
+wins. The sender is the signing key's fingerprint, never the From header: From only has to
+agree with the key and the officer's record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email import policy
+from email.headerregistry import AddressHeader
+
+from sqlalchemy import select
+
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.mime import (
+    InlineSigned,
+    PgpMimeEncrypted,
+    PgpMimeSigned,
+    Refusal,
+    SignedContent,
+    canonical_line_endings,
+    parse_headers,
+    read_inline_content,
+    read_signed_content,
+    split_head_body,
+    split_signed,
+)
+from gateway.models import Message, Officer
+from gateway.pgp import OpenPGP, SignatureCheck
+
+
+@dataclass
+class Evaluation:
+    """What the chain learned about one inbound message, accepted or not."""
+
+    refusal: Refusal | None = None
+    check: SignatureCheck | None = None
+    content: SignedContent | None = None
+    from_address: str | None = None  # the single From addr-spec, when it parsed cleanly
+    officer_id: int | None = None  # the officer proven by the signature, when there is one
+    replay_key: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def verified_officer(self) -> bool:
+        """The signature proved who sent it, even if a later rule refused the message."""
+        return self.officer_id is not None
+
+
+@dataclass(frozen=True)
+class ChainContext:
+    settings: Settings
+    db: Database
+    pgp: OpenPGP
+
+
+async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int) -> Evaluation:
+    """Run every rule in order; stop at the first refusal."""
+    result = Evaluation()
+    outer_from = outer_from_address(raw)
+    result.from_address = outer_from if isinstance(outer_from, str) else None
+    for rule in (check_signature, check_identity, check_freshness, check_replay):
+        refusal = await rule(ctx, raw, received_at, message_id, result)
+        if refusal is not None:
+            result.refusal = refusal
+            return result
+    return result
+
+
+async def check_signature(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
+                          result: Evaluation) -> Refusal | None:
+    """Rules 1 and 2: only what the one good signature covers is read."""
+    structure = split_signed(raw, allow_inline=ctx.settings.policy.allow_inline_pgp)
+    if isinstance(structure, Refusal):
+        return structure
+    if isinstance(structure, PgpMimeEncrypted):
+        return await _check_encrypted(ctx, structure, result)
+    return await _check_signed(ctx, structure, result)
+
+
+async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSigned,
+                        result: Evaluation) -> Refusal | None:
+    if isinstance(structure, PgpMimeSigned):
+        check = await ctx.pgp.verify_detached_signature(structure.signed_bytes, structure.signature)
+        signed_bytes = structure.signed_bytes
+        content = read_signed_content(signed_bytes) if check.ok else None
+    else:
+        check, plaintext = await ctx.pgp.verify_clearsigned_text(structure.block)
+        signed_bytes = plaintext
+        content = read_inline_content(plaintext) if check.ok else None
+    result.check = check
+    if not check.ok:
+        return Refusal(check.reason or "bad_signature", check.detail)
+    result.content = content
+    result.replay_key = _replay_key(check, signed_bytes)
+    return None
+
+
+async def _check_encrypted(ctx: ChainContext, structure: PgpMimeEncrypted,
+                           result: Evaluation) -> Refusal | None:
+    """PGP/MIME encrypted to the gateway: the inside must itself be signed (RFC 3156 6.1 or 6.2)."""
+    check, plaintext = await ctx.pgp.decrypt_from_officer(structure.ciphertext)
+    if plaintext is None:
+        return Refusal("bad_structure", "the encrypted part cannot be decrypted with our key")
+    inner = canonical_line_endings(plaintext)
+    if check is not None:  # signed and encrypted in one OpenPGP message
+        result.check = check
+        if not check.ok:
+            return Refusal(check.reason or "bad_signature", check.detail)
+        result.content = read_signed_content(inner)
+        result.replay_key = _replay_key(check, inner)
+        return None
+    nested = split_signed(inner, allow_inline=False)
+    if isinstance(nested, PgpMimeSigned):
+        return await _check_signed(ctx, nested, result)
+    return Refusal("encrypted_unsigned",
+                   "the message is encrypted but not signed: sign it, then encrypt it")
+
+
+async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
+                         result: Evaluation) -> Refusal | None:
+    """Rule 3: the key belongs to an active officer whose address is the single From."""
+    assert result.check is not None and result.content is not None
+    outer = outer_from_address(raw)
+    if isinstance(outer, Refusal):
+        return outer
+    from_address = outer
+    protected = result.content.protected_headers.get("From")
+    if protected is not None:
+        inner = single_from_address(protected)
+        if isinstance(inner, Refusal):
+            return inner
+        if inner != outer:
+            return Refusal("from_mismatch", "the From inside the signed part differs from the "
+                           "message's From header")
+        from_address = inner
+    result.from_address = from_address
+    fingerprint = result.check.signer_fingerprint
+    async with ctx.db.transaction() as session:
+        officer = await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint))
+    if officer is None:
+        return Refusal("key_not_registered",
+                       f"the signing key {fingerprint} is not registered to an enrolled officer")
+    if officer.status != "active" or officer.agency.status != "active":
+        return Refusal("officer_inactive", "the officer or their agency is not active")
+    status = await ctx.pgp.key_status(officer.key_fingerprint)
+    if status is None:
+        return Refusal("unknown_key", "the officer's key is missing from the keyring")
+    if status.revoked:
+        return Refusal("revoked_key", "the signing key has been revoked")
+    if status.expired:
+        return Refusal("expired_key", "the signing key has expired")
+    if from_address != officer.email.lower() or from_address not in status.emails:
+        return Refusal("from_mismatch", f"the message is From {from_address}, but the signing key "
+                       "belongs to a different officer or has no such user ID")
+    result.officer_id = officer.id
+    return None
+
+
+async def check_freshness(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
+                          result: Evaluation) -> Refusal | None:
+    """Rule 4a: the signature was made recently, and not in the future."""
+    assert result.check is not None
+    signed_at = result.check.signed_at
+    if signed_at is None:
+        return Refusal("bad_signature", "the signature carries no creation time")
+    policy_ = ctx.settings.policy
+    if signed_at > received_at + timedelta(minutes=policy_.max_clock_skew_minutes):
+        return Refusal("signature_in_future", f"the signature is dated {signed_at:%Y-%m-%d %H:%M} "
+                       "UTC, in the future: check your computer's clock")
+    max_age = policy_.max_signature_age_hours
+    if max_age and received_at - signed_at > timedelta(hours=max_age):
+        return Refusal("signature_too_old", f"the signature was made {signed_at:%Y-%m-%d %H:%M} "
+                       f"UTC, more than {max_age:g} hours before it arrived: sign and send it again")
+    return None
+
+
+async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
+                       result: Evaluation) -> Refusal | None:
+    """Rule 4b: the same signed content is accepted once."""
+    async with ctx.db.transaction() as session:
+        earlier = await session.scalar(
+            select(Message.id).where(Message.replay_key == result.replay_key,
+                                     Message.id != message_id)
+        )
+    if earlier is not None:
+        return Refusal("replay", "this signed message was already received; a copy is not "
+                       "processed twice")
+    return None
+
+
+def _replay_key(check: SignatureCheck, signed_bytes: bytes) -> str:
+    """Signer, signature time and signed bytes: unaffected by re-armoring or unhashed packets."""
+    signed_at = check.signed_at.isoformat() if check.signed_at else ""
+    material = f"{check.signer_fingerprint}|{signed_at}|".encode() + hashlib.sha256(
+        signed_bytes).digest()
+    return hashlib.sha256(material).hexdigest()
+
+
+def outer_from_address(raw: bytes) -> str | Refusal:
+    """The message's own From header, judged strictly (it is what mail clients show)."""
+    head, _ = split_head_body(canonical_line_endings(raw))
+    values = parse_headers(head).get_all("From") or []
+    return single_from_address([str(v) for v in values])
+
+
+def single_from_address(values: list[str]) -> str | Refusal:
+    """Exactly one From with exactly one mailbox, no parse defects, no address in the name."""
+    if len(values) != 1:
+        return Refusal("bad_from", "the message must have exactly one From header, "
+                       f"it has {len(values)}")
+    try:
+        header = policy.default.header_factory("from", values[0])
+    except Exception:
+        return Refusal("bad_from", "the From header cannot be parsed")
+    if not isinstance(header, AddressHeader):
+        return Refusal("bad_from", "the From header cannot be parsed")
+    if header.defects:
+        return Refusal("bad_from", "the From header is malformed: "
+                       + "; ".join(str(d) for d in header.defects)[:200])
+    if len(header.groups) != 1 or header.groups[0].display_name is not None:
+        return Refusal("bad_from", "the From header must name exactly one mailbox")
+    addresses = header.addresses
+    if len(addresses) != 1:
+        return Refusal("bad_from", f"the From header names {len(addresses)} mailboxes, not one")
+    address = addresses[0]
+    if not address.username or not address.domain:
+        return Refusal("bad_from", "the From header has no complete address")
+    if "@" in address.display_name or "<" in address.display_name:
+        return Refusal("bad_from", "the From header's display name contains an address")
+    return address.addr_spec.lower()

@@ -1,0 +1,86 @@
+"""Registering agencies and officers (operator acts from the CLI; chat enrolment comes later).
+
+An officer is bound to exactly one key, and that key must carry a user ID with the officer's
+address, be usable for signing and encryption, and be neither expired nor revoked.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from gateway import audit
+from gateway.app import Core
+from gateway.models import Agency, Key, Officer
+
+
+class EnrolmentError(Exception):
+    """The operator asked for something that cannot be done; the message says why."""
+
+
+async def add_agency(core: Core, name: str, domain: str, country: str | None = None,
+                     key_data: bytes | None = None, actor: str = "operator") -> Agency:
+    domain = domain.strip().lower()
+    if not domain or "." not in domain or "@" in domain:
+        raise EnrolmentError(f"--domain must be a mail domain such as police.example, got {domain!r}")
+    if country is not None and not (len(country) == 2 and country.isalpha()):
+        raise EnrolmentError(f"--country must be a two-letter ISO 3166 code, got {country!r}")
+    fingerprint = None
+    if key_data is not None:
+        fingerprints = await core.pgp.import_public_key(key_data)
+        if len(fingerprints) != 1:
+            raise EnrolmentError("the agency key file must hold exactly one key")
+        fingerprint = fingerprints[0]
+    async with core.db.transaction() as session:
+        if await session.scalar(select(Agency).where(Agency.name == name)):
+            raise EnrolmentError(f"an agency named {name!r} already exists")
+        agency = Agency(name=name, domain=domain, country=country.upper() if country else None,
+                        key_fingerprint=fingerprint)
+        session.add(agency)
+        await session.flush()
+        if fingerprint:
+            session.add(Key(fingerprint=fingerprint, owner_type="agency", owner_id=agency.id))
+        await audit.record(session, actor, "agency.added", name, domain=domain,
+                           country=agency.country, key=fingerprint)
+        return agency
+
+
+async def add_officer(core: Core, email: str, agency_name: str, key_data: bytes,
+                      name: str | None = None, actor: str = "operator") -> Officer:
+    email = email.strip().lower()
+    if email.count("@") != 1 or " " in email:
+        raise EnrolmentError(f"{email!r} is not an email address")
+    fingerprints = await core.pgp.import_public_key(key_data)
+    if len(fingerprints) != 1:
+        raise EnrolmentError(f"the key file must hold exactly one key, it holds {len(fingerprints)}")
+    fingerprint = fingerprints[0]
+    status = await core.pgp.key_status(fingerprint)
+    if status is None:
+        raise EnrolmentError("the key could not be read back from the keyring")
+    if email not in status.emails:
+        raise EnrolmentError(f"the key {fingerprint} has no user ID for {email} "
+                             f"(it has: {', '.join(status.user_ids) or 'none'})")
+    if status.revoked:
+        raise EnrolmentError(f"the key {fingerprint} is revoked")
+    if status.expired:
+        raise EnrolmentError(f"the key {fingerprint} has expired")
+    if not status.can_encrypt:
+        raise EnrolmentError(f"the key {fingerprint} cannot encrypt, so replies could not be sent")
+    async with core.db.transaction() as session:
+        agency = await session.scalar(select(Agency).where(Agency.name == agency_name))
+        if agency is None:
+            raise EnrolmentError(f"no agency named {agency_name!r}; add it first with "
+                                 "`lers agency add`")
+        if await session.scalar(select(Officer).where(Officer.email == email)):
+            raise EnrolmentError(f"an officer with address {email} is already enrolled")
+        if await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint)):
+            raise EnrolmentError(f"the key {fingerprint} is already registered to another officer")
+        officer = Officer(email=email, name=name, agency_id=agency.id, key_fingerprint=fingerprint)
+        session.add(officer)
+        await session.flush()
+        existing = await session.get(Key, fingerprint)
+        if existing is None:
+            session.add(Key(fingerprint=fingerprint, owner_type="officer", owner_id=officer.id,
+                            user_ids=list(status.user_ids), expires_at=status.expires_at))
+        await audit.record(session, actor, "officer.enrolled", email, agency=agency_name,
+                           key=fingerprint)
+        return officer

@@ -1,0 +1,112 @@
+"""A verified officer's new request: request record, documents, acknowledgement, audit.
+
+A form with malformed values is refused with a signed reply naming every problem; a form with
+missing fields is registered as `awaiting_info` and the officer is asked for exactly those.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway import audit
+from gateway.config import Settings
+from gateway.documents import Document
+from gateway.models import Attachment, Message, Officer, Request, RequestSubject
+from gateway.outbox import queue_reply
+from gateway.texts import render
+from handlers.chain import Evaluation
+from handlers.form import RequestForm, read_request_form
+from handlers.refs import allocate_ref
+from handlers.threading import reply_threading
+
+
+async def handle_new_request(session: AsyncSession, settings: Settings, message: Message,
+                             officer: Officer, evaluation: Evaluation,
+                             documents: list[Document]) -> Request | None:
+    assert evaluation.content is not None and evaluation.check is not None
+    content = evaluation.content
+    form = read_request_form(content.text, content.attachments,
+                             has_document=any(d.is_pdf for d in documents))
+    actor = f"officer:{officer.key_fingerprint}"
+    in_reply_to, references = reply_threading(message, content)
+    if form.problems:
+        message.state = "quarantined"
+        message.reason = "invalid_request_form"
+        message.reason_detail = "; ".join(form.problems)[:4000]
+        await audit.record(session, actor, "inbound.refused", f"message:{message.id}",
+                           reason="invalid_request_form", problems=form.problems)
+        queue_reply(
+            session, settings, kind="form_refused", recipient=officer.email,
+            recipient_fingerprint=officer.key_fingerprint,
+            subject="Your request could not be accepted",
+            body=render("request_form_refused",
+                        problems=_bullets(form.problems + [f"missing: {m}" for m in form.missing])),
+            in_reply_to=in_reply_to, references=references, reply_to_message=message.id,
+        )
+        return None
+
+    ref = await allocate_ref(session)
+    request = _new_request(ref, form, officer, content.text, in_reply_to)
+    request.thread_references = references
+    request.subjects = [RequestSubject(type=s.type, value=s.value) for s in form.subjects]
+    session.add(request)
+    await session.flush()
+    for document in documents:
+        session.add(Attachment(
+            request_id=request.id, message_id=message.id,
+            original_filename=document.attachment.filename, stored_name=document.stored_name,
+            content_type=document.attachment.content_type, sha256=document.sha256,
+            size=len(document.attachment.data), data=document.attachment.data,
+            extracted_text=document.text, extraction_error=document.error,
+        ))
+    message.state = "accepted"
+    message.request_id = request.id
+    await audit.record(session, actor, "request.created", ref, status=request.status,
+                       type=request.type, message_id=message.id, missing=form.missing,
+                       documents=[{"name": d.stored_name, "sha256": d.sha256} for d in documents])
+    if form.missing:
+        subject, body, kind = (
+            f"[{ref}] More information needed",
+            render("followup_missing", ref=ref, missing=_bullets(form.missing)),
+            "followup",
+        )
+    else:
+        subject, body, kind = (
+            f"[{ref}] Request received",
+            render("acknowledgement", ref=ref, type=form.type,
+                   case_number=form.case_number, received_at=f"{message.received_at:%Y-%m-%d %H:%M} UTC",
+                   fingerprint=officer.key_fingerprint, documents=_document_list(documents)),
+            "acknowledgement",
+        )
+    queue_reply(session, settings, kind=kind, recipient=officer.email,
+                recipient_fingerprint=officer.key_fingerprint, subject=subject, body=body,
+                request_id=request.id, in_reply_to=in_reply_to, references=references,
+                reply_to_message=message.id)
+    return request
+
+
+def _new_request(ref: str, form: RequestForm, officer: Officer, text: str,
+                 thread_message_id: str | None) -> Request:
+    return Request(
+        ref=ref, type=form.type, status="awaiting_info" if form.missing else "received",
+        emergency=form.emergency, case_number=form.case_number, legal_basis=form.legal_basis,
+        data_categories=form.data_categories, date_from=form.date_from, date_to=form.date_to,
+        nondisclosure_until=form.nondisclosure_until,
+        nondisclosure_indefinite=form.nondisclosure_indefinite,
+        emergency_justification=form.emergency_justification, supervisor=form.supervisor,
+        investigation_status=form.investigation_status, missing_fields=form.missing,
+        body_text=text, officer_id=officer.id, agency_id=officer.agency_id,
+        thread_message_id=thread_message_id or "",
+    )
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n".join(f"  - {item}" for item in items)
+
+
+def _document_list(documents: list[Document]) -> str:
+    if not documents:
+        return ""
+    lines = ["", "Documents received:"]
+    lines += [f"  - {d.attachment.filename or d.stored_name} (sha256 {d.sha256})" for d in documents]
+    return "\n".join(lines)
