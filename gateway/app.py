@@ -33,7 +33,7 @@ class Core:
 
     async def close(self) -> None:
         await self.db.dispose()
-        self.pgp.close()
+        await asyncio.to_thread(self.pgp.close)
 
 
 async def open_core(settings: Settings) -> Core:

@@ -31,7 +31,7 @@ BEGIN_SIGNED = b"-----BEGIN PGP SIGNED MESSAGE-----"
 BEGIN_SIGNATURE = b"-----BEGIN PGP SIGNATURE-----"
 END_SIGNATURE = b"-----END PGP SIGNATURE-----"
 BEGIN_MESSAGE = b"-----BEGIN PGP MESSAGE-----"
-ARMOR_LINE = re.compile(rb"^-----(BEGIN|END) PGP [A-Z ,/0-9]+-----[ \t]*$", re.MULTILINE)
+ARMOR_LINE = re.compile(rb"^-----(BEGIN|END) PGP [A-Z ,/0-9]+-----[ \t\r]*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,10 @@ def pgp_mime_encrypted(settings: Settings, row: Outbox, armored: bytes) -> bytes
     ]
     head = EmailMessage(policy=policy.SMTP)
     for name, value in headers:
-        head[name] = value
+        head[name] = value  # parsed and checked by the email package (no header injection)
+    folded = b"".join(policy.SMTP.fold_binary(name, value) for name, value in head.items())
     lines = [
-        head.as_bytes().rstrip(b"\r\n"), b"",
+        folded.rstrip(b"\r\n"), b"",
         b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)",
         f"--{boundary}".encode(),
         b"Content-Type: application/pgp-encrypted",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -132,7 +133,10 @@ class OpenPGP:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:
+        """Stop the thread pool and this keyring's gpg-agent (it would outlive us otherwise)."""
         self._pool.shutdown(wait=True)
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+                       check=False, capture_output=True, timeout=10)
 
     # --- the gateway's own key -------------------------------------------------------------
 

@@ -1,0 +1,235 @@
+"""Shared fixtures: officers' keys, a real gateway on loopback, and a real smarthost sink.
+
+The gateway runs in the test's event loop with its own data dir (SQLite file, keyring with a
+freshly generated gateway key). Replies go to an aiosmtpd sink standing in for the smarthost;
+tests decrypt them with the officers' keys exactly as an officer's mail client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import Message as EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import func, select
+
+from gateway.app import Core, Gateway, open_core
+from gateway.config import Settings, load_settings
+from gateway.models import Job, Message, Outbox
+from gateway.records import list_quarantine, list_requests
+from handlers.enrolment import add_agency, add_officer
+from tests.support.officer_keys import OfficerKeyring, TestKey
+
+GATEWAY_ADDRESS = "lers@gateway.test"
+AGENCY = "Test Police"
+
+
+def short_tempdir(prefix: str) -> Path:
+    """gpg-agent's socket path must stay short, so not pytest's deep tmp_path."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def officer_ring() -> Iterator[OfficerKeyring]:
+    home = short_tempdir("ring-")
+    ring = OfficerKeyring(home / "gnupg")
+    yield ring
+    ring.close()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def alice(officer_ring: OfficerKeyring) -> TestKey:
+    return officer_ring.create_key("alice@police.test", "Alice Officer")
+
+
+@pytest.fixture(scope="session")
+def bob(officer_ring: OfficerKeyring) -> TestKey:
+    return officer_ring.create_key("bob@police.test", "Bob Officer")
+
+
+@dataclass
+class SinkHandler:
+    """The smarthost: keeps every message it is handed; can be told to refuse for a while."""
+
+    received: list[Envelope] = field(default_factory=list)
+    refuse: bool = False
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refuse:
+            return "451 4.3.0 smarthost busy"
+        self.received.append(envelope)
+        return "250 OK"
+
+
+@dataclass
+class Harness:
+    """A running gateway plus the means to talk to it the way officers and operators do."""
+
+    settings: Settings
+    core: Core
+    gateway: Gateway
+    sink: SinkHandler
+    ring: OfficerKeyring
+
+    @property
+    def port(self) -> int:
+        assert self.gateway.smtp_port is not None
+        return self.gateway.smtp_port
+
+    async def send(
+        self, raw: bytes, *, rcpt: str = GATEWAY_ADDRESS, mail_from: str = "sender@police.test"
+    ) -> tuple[int, str]:
+        """Deliver over real SMTP; returns the server's final reply (code, text)."""
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, timeout=20) as client:
+            await client.ehlo()
+            await client.mail(mail_from)
+            await client.rcpt(rcpt)
+            response = await client.data(raw)
+        return response.code, response.message
+
+    async def enrol(self, key: TestKey, agency: str = AGENCY) -> None:
+        async with self.core.db.transaction() as session:
+            from gateway.models import Agency
+
+            exists = await session.scalar(select(Agency).where(Agency.name == agency))
+        if exists is None:
+            await add_agency(self.core, agency, domain="police.test", country="XX")
+        await add_officer(self.core, key.email, agency, key.public_armored, key.name)
+
+    async def import_key(self, armored: bytes) -> None:
+        await self.core.pgp.import_public_key(armored)
+
+    async def settle(self, timeout: float = 30.0) -> None:
+        """Wait until no job is queued or running and no reply is pending and due (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            async with self.core.db.transaction() as session:
+                jobs = await session.scalar(
+                    select(func.count()).select_from(Job).where(Job.state.in_(["queued", "running"]))
+                )
+                pending = await session.scalar(
+                    select(func.count()).select_from(Outbox).where(Outbox.state == "pending")
+                )
+            if not jobs and (not pending or self.sink.refuse):
+                return
+            self.gateway.worker.wakeup.set()
+            self.gateway.outbox.wakeup.set()
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"gateway did not settle within {timeout}s")
+
+    async def message(self, message_id: int) -> Message:
+        async with self.core.db.transaction() as session:
+            found = await session.get(Message, message_id)
+            assert found is not None
+            return found
+
+    async def quarantine(self) -> list[dict[str, Any]]:
+        return await list_quarantine(self.core.db)
+
+    async def requests(self) -> list[dict[str, Any]]:
+        return await list_requests(self.core.db)
+
+    def replies(self, to: str | None = None) -> list[Reply]:
+        """Every message the smarthost got (for `to`), decrypted with the officers' keys."""
+        out = []
+        for envelope in self.sink.received:
+            if to is not None and to not in envelope.rcpt_tos:
+                continue
+            out.append(Reply.open(envelope, self.ring))
+        return out
+
+
+@dataclass
+class Reply:
+    """One reply as the officer's mail client sees it: outer headers and the decrypted inside."""
+
+    outer: EmailMessage
+    inner: EmailMessage
+    signed_by: str | None
+    rcpt_tos: list[str]
+
+    @classmethod
+    def open(cls, envelope: Envelope, ring: OfficerKeyring) -> Reply:
+        raw = envelope.original_content or b""
+        outer = email.message_from_bytes(raw)
+        assert outer.get_content_type() == "multipart/encrypted"
+        parts = outer.get_payload()
+        assert isinstance(parts, list) and len(parts) == 2
+        ciphertext = parts[1].get_payload(decode=True)
+        plaintext, status = ring.decrypt_with_status(ciphertext)
+        valid = status.lines("VALIDSIG")
+        signed_by = valid[0][-1] if valid and status.has("GOODSIG") else None
+        return cls(outer, email.message_from_bytes(plaintext), signed_by, list(envelope.rcpt_tos))
+
+    @property
+    def subject(self) -> str:
+        return str(self.outer["Subject"])
+
+    @property
+    def text(self) -> str:
+        payload = self.inner.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        return payload.decode("utf-8")
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_gateway(officer_ring: OfficerKeyring) -> AsyncIterator[GatewayFactory]:
+    """Start gateways (with optional setting overrides); all are stopped at the end."""
+    running: list[tuple[Harness, asyncio.Server, Path]] = []
+
+    async def start(**overrides: str) -> Harness:
+        sink = SinkHandler()
+        loop = asyncio.get_running_loop()
+        sink_server = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", 0)
+        sink_port = sink_server.sockets[0].getsockname()[1]
+        data_dir = short_tempdir("lers-")
+        values = {
+            "gateway.address": GATEWAY_ADDRESS,
+            "gateway.data_dir": str(data_dir / "data"),
+            "smtp.port": "0",
+            "outbound.port": str(sink_port),
+            "outbound.first_retry_seconds": "0.2",
+            "worker.poll_seconds": "0.05",
+        }
+        values.update({k.replace("__", "."): v for k, v in overrides.items()})
+        settings = load_settings(None, values, environ={})
+        core = await open_core(settings)
+        gateway = Gateway(core)
+        await gateway.start()
+        # officers hold the gateway's public key, to check the signatures on its replies
+        officer_ring.import_key((await core.pgp.export_gateway_public_key()).encode())
+        harness = Harness(settings, core, gateway, sink, officer_ring)
+        running.append((harness, sink_server, data_dir))
+        return harness
+
+    yield start
+    for harness, sink_server, data_dir in running:
+        await harness.gateway.stop()
+        await harness.core.close()
+        sink_server.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory, alice: TestKey, bob: TestKey) -> Harness:
+    """A gateway with two enrolled officers of one agency, alice and bob."""
+    harness: Harness = await make_gateway()
+    await harness.enrol(alice)
+    await harness.enrol(bob)
+    return harness
