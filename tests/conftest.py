@@ -112,9 +112,9 @@ class Harness:
     async def import_key(self, armored: bytes) -> None:
         await self.core.pgp.import_public_key(armored)
 
-    async def settle(self, timeout: float = 30.0) -> None:
+    async def settle(self, within: float = 30.0) -> None:
         """Wait until no job is queued or running and no reply is pending and due (bounded)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             async with self.core.db.transaction() as session:
                 jobs = await session.scalar(
@@ -128,7 +128,7 @@ class Harness:
             self.gateway.worker.wakeup.set()
             self.gateway.outbox.wakeup.set()
             await asyncio.sleep(0.05)
-        raise AssertionError(f"gateway did not settle within {timeout}s")
+        raise AssertionError(f"gateway did not settle within {within}s")
 
     async def message(self, message_id: int) -> Message:
         async with self.core.db.transaction() as session:
