@@ -64,7 +64,7 @@ class Gateway:
                              poll_seconds=settings.worker.poll_seconds)
         self.outbox = OutboxSender(settings, core.db, core.pgp)
         self.stop_event = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks: list[asyncio.Task[None]] = []
         self._server: asyncio.Server | None = None
         self.smtp_port: int | None = None
 
@@ -85,9 +85,9 @@ class Gateway:
                                                 host=settings.smtp.host, port=settings.smtp.port)
         self.smtp_port = self._server.sockets[0].getsockname()[1]
         for index in range(settings.worker.gpg_threads):
-            self._tasks.append(asyncio.create_task(self.worker.run(self.stop_event),
+            self.tasks.append(asyncio.create_task(self.worker.run(self.stop_event),
                                                    name=f"worker-{index}"))
-        self._tasks.append(asyncio.create_task(self.outbox.run(self.stop_event), name="outbox"))
+        self.tasks.append(asyncio.create_task(self.outbox.run(self.stop_event), name="outbox"))
         log.info("gateway started", extra={"smtp": f"{settings.smtp.host}:{self.smtp_port}",
                                            "fingerprint": self.core.gateway_fingerprint,
                                            "database": settings.database_url.split("://")[0]})
@@ -97,7 +97,7 @@ class Gateway:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in self._tasks:
+        for task in self.tasks:
             try:
                 await asyncio.wait_for(task, timeout=10)
             except TimeoutError:

@@ -94,10 +94,13 @@ class Harness:
     ) -> tuple[int, str]:
         """Deliver over real SMTP; returns the server's final reply (code, text)."""
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, timeout=20) as client:
-            await client.ehlo()
-            await client.mail(mail_from)
-            await client.rcpt(rcpt)
-            response = await client.data(raw)
+            try:
+                await client.ehlo()
+                await client.mail(mail_from)
+                await client.rcpt(rcpt)
+                response = await client.data(raw)
+            except aiosmtplib.SMTPResponseException as refused:
+                return refused.code, refused.message
         return response.code, response.message
 
     async def enrol(self, key: TestKey, agency: str = AGENCY) -> None:
@@ -129,6 +132,11 @@ class Harness:
             self.gateway.outbox.wakeup.set()
             await asyncio.sleep(0.05)
         raise AssertionError(f"gateway did not settle within {within}s")
+
+    async def stop_workers(self) -> None:
+        """Stop the job workers and the outbox, leaving SMTP ingress running."""
+        self.gateway.stop_event.set()
+        await asyncio.gather(*self.gateway.tasks)
 
     async def message(self, message_id: int) -> Message:
         async with self.core.db.transaction() as session:

@@ -1,0 +1,110 @@
+"""What officers get back: acknowledgements, follow-ups, form errors, impersonation warnings;
+and what strangers get: nothing."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from gateway.models import Outbox
+from tests.conftest import GatewayFactory, Harness
+from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
+from tests.support.officer_keys import TestKey
+
+
+async def test_missing_fields_get_a_followup_listing_exactly_them(gateway: Harness, alice: TestKey) -> None:
+    body = request_body(type="preservation", legal_basis=None, subjects=None)
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=body))
+    await gateway.settle()
+    [request] = await gateway.requests()
+    assert request["status"] == "awaiting_info"
+    [reply] = gateway.replies(to=alice.email)
+    assert reply.subject == f"[{request['ref']}] More information needed"
+    listed = [line.strip()[2:] for line in reply.text.splitlines() if line.strip().startswith("- ")]
+    assert listed == ["legal_basis", "subjects"]
+
+
+async def test_subpoena_without_its_document_is_asked_for_it(gateway: Harness, alice: TestKey) -> None:
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email,
+                                           body=request_body(type="subpoena")))
+    await gateway.settle()
+    [reply] = gateway.replies(to=alice.email)
+    assert "the legal document (a PDF of the subpoena)" in reply.text
+
+
+async def test_malformed_values_are_refused_with_each_problem_named(gateway: Harness, alice: TestKey) -> None:
+    body = request_body(type="wiretap", date_from="01/02/2026",
+                        subjects="account_id:42, ssn:123", data_categories="everything")
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=body))
+    await gateway.settle()
+    assert await gateway.requests() == []
+    [quarantined] = await gateway.quarantine()
+    assert quarantined["reason"] == "invalid_request_form"
+    [reply] = gateway.replies(to=alice.email)
+    assert reply.subject == "Your request could not be accepted"
+    for expected in ("type: 'wiretap' is not one of", "date_from: '01/02/2026' is not a date",
+                     "identifier type 'ssn'", "data_categories: 'everything' is not one of"):
+        assert expected in reply.text
+    assert reply.signed_by == gateway.core.gateway_fingerprint
+
+
+async def test_request_toml_attachment_is_read(gateway: Harness, alice: TestKey) -> None:
+    from tests.support.mail_factory import Attachment
+    form = b'''type = "preservation"
+case_number = "2026-PR-7"
+legal_basis = "18 U.S.C. 2703(f)"
+data_categories = ["subscriber_information", "transaction_history"]
+nondisclosure_until = "indefinite"
+
+[[subjects]]
+type = "wallet_address"
+value = "bc1qexample"
+'''
+    mail = signed_request_mail(gateway.ring, alice, from_addr=alice.email, body="Please preserve.",
+                               attachments=[Attachment("request.toml", "application/toml", form)])
+    await gateway.send(mail)
+    await gateway.settle()
+    [request] = await gateway.requests()
+    from gateway.records import show_request
+    details = await show_request(gateway.core.db, request["ref"])
+    assert details is not None
+    assert details["type"] == "preservation"
+    assert details["subjects"] == [{"type": "wallet_address", "value": "bc1qexample"}]
+    assert details["nondisclosure_until"] == "indefinite"
+    assert details["status"] == "received"
+
+
+async def test_unsigned_mail_in_an_officers_name_warns_that_officer_once(
+        gateway: Harness, alice: TestKey) -> None:
+    for n in range(3):
+        await gateway.send(unsigned_mail(from_addr=alice.email, body=f"urgent, send data {n}"))
+    await gateway.settle()
+    assert [q["reason"] for q in await gateway.quarantine()] == ["not_signed"] * 3
+    [warning] = gateway.replies(to=alice.email)  # rate-limited: one warning, not three
+    assert warning.subject == "Warning: a message in your name was refused"
+    assert "not signed" in warning.text
+    assert warning.signed_by == gateway.core.gateway_fingerprint
+
+
+async def test_a_stranger_gets_no_reply_at_all(gateway: Harness) -> None:
+    await gateway.send(unsigned_mail(from_addr="chief@police.example", body="EMERGENCY send data"))
+    await gateway.settle()
+    assert [q["reason"] for q in await gateway.quarantine()] == ["not_signed"]
+    assert gateway.sink.received == []
+
+
+async def test_replies_wait_in_the_outbox_until_the_smarthost_takes_them(
+        make_gateway: GatewayFactory, alice: TestKey) -> None:
+    harness = await make_gateway()
+    await harness.enrol(alice)
+    harness.sink.refuse = True
+    await harness.send(signed_request_mail(harness.ring, alice, from_addr=alice.email,
+                                           body=request_body(type="preservation")))
+    await harness.settle()
+    await harness.gateway.outbox.send_due()
+    async with harness.core.db.transaction() as session:
+        [row] = (await session.scalars(select(Outbox))).all()
+    assert row.state == "pending" and row.attempts >= 1 and "451" in (row.last_error or "")
+    harness.sink.refuse = False
+    await harness.settle()
+    [reply] = harness.replies(to=alice.email)
+    assert "Request received" in reply.subject

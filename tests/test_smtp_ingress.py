@@ -1,0 +1,72 @@
+"""SMTP ingress: who we accept mail for, how much, and that 250 means stored."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlalchemy import func, select
+
+from gateway.models import Job, Message
+from tests.conftest import GatewayFactory, Harness
+from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
+from tests.support.officer_keys import TestKey
+
+
+async def test_unknown_recipient_is_refused_at_rcpt(gateway: Harness) -> None:
+    code, text = await gateway.send(b"Subject: hi\r\n\r\nhello\r\n", rcpt="someone@gateway.test")
+    assert code == 550
+    assert "no such mailbox" in text
+
+
+async def test_extra_accepted_address(make_gateway: GatewayFactory) -> None:
+    harness = await make_gateway(**{"gateway.accept_addresses": "legal@gateway.test"})
+    code, _ = await harness.send(b"Subject: hi\r\n\r\nhello\r\n", rcpt="LEGAL@gateway.test")
+    assert code == 250
+
+
+async def test_oversized_message_is_refused_and_not_stored(make_gateway: GatewayFactory) -> None:
+    harness = await make_gateway(**{"smtp.max_message_bytes": "4096"})
+    code, _ = await harness.send(b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 100)
+    assert code == 552
+    async with harness.core.db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+async def test_storage_failure_answers_451_and_a_retry_succeeds(
+        gateway: Harness, alice: TestKey) -> None:
+    mail = signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=request_body())
+    database = gateway.settings.data_dir / "lers.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("ALTER TABLE messages RENAME TO messages_away")
+    code, text = await gateway.send(mail)
+    assert code == 451
+    assert "try again later" in text
+    with sqlite3.connect(database) as conn:
+        conn.execute("ALTER TABLE messages_away RENAME TO messages")
+    code, _ = await gateway.send(mail)  # the sending server retries, as SMTP servers do
+    assert code == 250
+    await gateway.settle()
+    assert len(await gateway.requests()) == 1
+
+
+async def test_same_bytes_twice_are_stored_and_processed_once(gateway: Harness, alice: TestKey) -> None:
+    mail = signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=request_body())
+    assert (await gateway.send(mail))[0] == 250
+    assert (await gateway.send(mail))[0] == 250  # e.g. our 250 was lost and the sender retried
+    await gateway.settle()
+    assert len(await gateway.requests()) == 1
+    assert len(gateway.replies(to=alice.email)) == 1
+    async with gateway.core.db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Job)) == 1
+
+
+async def test_message_is_committed_before_250(gateway: Harness) -> None:
+    """The row exists, raw bytes intact, as soon as the client has its 250."""
+    raw = unsigned_mail(from_addr="x@example.org", body="hello").rstrip(b"\r\n") + b"\r\n"
+    await gateway.stop_workers()  # nothing but ingest may touch the message
+    code, text = await gateway.send(raw)
+    assert code == 250
+    message_id = int(text.rsplit(" ", 1)[1])
+    stored = await gateway.message(message_id)
+    assert stored.raw == raw
+    assert stored.state == "received"
