@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from gateway import queue
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.outbox import OutboxSender
+from gateway.outbox import OutboxSender, release_sending
 from gateway.pgp import OpenPGP
 from gateway.smtp import SmtpIngress, smtp_factory
 from gateway.worker import Worker
@@ -75,10 +75,11 @@ class Gateway:
     async def start(self) -> None:
         settings = self.core.settings
         if self.core.db.is_sqlite:  # one process: whatever was running died with the last one
-            released = await queue.release_all_leases(self.core.db)
-            if released:
-                log.warning("jobs left running by the last process are queued again",
-                            extra={"jobs": released})
+            jobs = await queue.release_all_leases(self.core.db)
+            replies = await release_sending(self.core.db)
+            if jobs or replies:
+                log.warning("work cut short by the last process is due again",
+                            extra={"jobs": jobs, "replies": replies})
         handler = SmtpIngress(settings, self.core.db, on_stored=self.worker.wakeup.set)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(smtp_factory(handler, settings),

@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
 import aiosmtplib
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
@@ -103,6 +103,15 @@ def pgp_mime_encrypted(settings: Settings, row: Outbox, armored: bytes) -> bytes
     return b"\r\n".join(lines)
 
 
+async def release_sending(db: Database) -> int:
+    """At start of a single-process gateway, sends cut short by a crash are due again at once."""
+    async with db.transaction() as session:
+        result = await session.execute(
+            update(Outbox).where(Outbox.state == "sending").values(state="pending",
+                                                                   next_attempt_at=utcnow()))
+        return result.rowcount or 0
+
+
 class OutboxSender:
     """Sends due outbox rows; one pass is `send_due()`, the loop is `run()`."""
 
@@ -132,10 +141,12 @@ class OutboxSender:
         lease = timedelta(seconds=self.settings.outbound.timeout_seconds * 2 + 30)
         async with self.db.transaction() as session:
             rows = list(await session.scalars(
-                select(Outbox).where(Outbox.state == "pending", Outbox.next_attempt_at <= now)
+                select(Outbox).where(Outbox.state.in_(["pending", "sending"]),
+                                     Outbox.next_attempt_at <= now)
                 .order_by(Outbox.id).limit(limit)
             ))
             for row in rows:  # a crash mid-send leaves the row to be retried after the lease
+                row.state = "sending"
                 row.next_attempt_at = now + lease
         sent = 0
         for row in rows:
@@ -191,6 +202,7 @@ class OutboxSender:
             fresh = await session.get(Outbox, row.id)
             assert fresh is not None
             fresh.attempts += 1
+            fresh.state = "pending"
             fresh.last_error = error[:2000]
             out = self.settings.outbound
             if utcnow() - fresh.created_at > timedelta(hours=out.give_up_after_hours):

@@ -80,8 +80,8 @@ def read_request_form(body: str, attachments: tuple[ReceivedAttachment, ...] | l
     raw, source, free_text, problems = _find_raw_fields(body, attachments)
     form = RequestForm(source=source, free_text=free_text, problems=problems)
     if source == "none" and not problems:
-        form.missing = ["the request form: put the fields in a `Key: value` block at the top "
-                        "of the message, or attach request.toml or request.json"]
+        form.problems = ["no request form found: put the fields in a `Key: value` block at the "
+                         "top of the message, or attach request.toml or request.json"]
         return form
     _validate(raw, form, structured=source != "body")
     _check_required(form, has_document)

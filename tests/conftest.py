@@ -196,12 +196,14 @@ class Reply:
 GatewayFactory = Callable[..., Any]
 
 
-@pytest.fixture
-async def make_gateway(officer_ring: OfficerKeyring) -> AsyncIterator[GatewayFactory]:
-    """Start gateways (with optional setting overrides); all are stopped at the end."""
-    running: list[tuple[Harness, asyncio.Server, Path]] = []
+class GatewayRunner:
+    """Starts gateways (with optional setting overrides) and stops them all at the end."""
 
-    async def start(**overrides: str) -> Harness:
+    def __init__(self, ring: OfficerKeyring) -> None:
+        self.ring = ring
+        self.running: list[tuple[Harness, asyncio.Server, Path]] = []
+
+    async def start(self, **overrides: str) -> Harness:
         sink = SinkHandler()
         loop = asyncio.get_running_loop()
         sink_server = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", 0)
@@ -221,17 +223,25 @@ async def make_gateway(officer_ring: OfficerKeyring) -> AsyncIterator[GatewayFac
         gateway = Gateway(core)
         await gateway.start()
         # officers hold the gateway's public key, to check the signatures on its replies
-        officer_ring.import_key((await core.pgp.export_gateway_public_key()).encode())
-        harness = Harness(settings, core, gateway, sink, officer_ring)
-        running.append((harness, sink_server, data_dir))
+        self.ring.import_key((await core.pgp.export_gateway_public_key()).encode())
+        harness = Harness(settings, core, gateway, sink, self.ring)
+        self.running.append((harness, sink_server, data_dir))
         return harness
 
-    yield start
-    for harness, sink_server, data_dir in running:
-        await harness.gateway.stop()
-        await harness.core.close()
-        sink_server.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    async def stop_all(self) -> None:
+        for harness, sink_server, data_dir in self.running:
+            await harness.gateway.stop()
+            await harness.core.close()
+            sink_server.close()
+            shutil.rmtree(data_dir, ignore_errors=True)
+        self.running.clear()
+
+
+@pytest.fixture
+async def make_gateway(officer_ring: OfficerKeyring) -> AsyncIterator[GatewayFactory]:
+    runner = GatewayRunner(officer_ring)
+    yield runner.start
+    await runner.stop_all()
 
 
 @pytest.fixture
