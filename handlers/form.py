@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 from gateway.mime import ReceivedAttachment
+from handlers.refs import REF_PATTERN
 
 REQUEST_TYPES = (
     "preservation", "preservation_extension", "emergency_disclosure", "subpoena", "court_order",
@@ -26,8 +27,10 @@ DATA_CATEGORIES = (
     "subscriber_information", "kyc_documents", "login_ip_addresses", "transaction_history",
     "wallet_addresses", "device_information", "account_balances", "support_communications",
 )
+NO_FORM = ("no request form found: put the fields in a `Key: value` block at the top of the "
+           "message, or attach request.toml or request.json")
 FIELDS = (
-    "type", "case_number", "legal_basis", "subjects", "data_categories", "date_from", "date_to",
+    "reference", "type", "case_number", "legal_basis", "subjects", "data_categories", "date_from", "date_to",
     "nondisclosure_until", "emergency", "emergency_justification", "supervisor",
     "investigation_status",
 )
@@ -63,6 +66,7 @@ class RequestForm:
     emergency_justification: str | None = None
     supervisor: str | None = None
     investigation_status: str | None = None
+    reference: str | None = None  # set when the officer answers about an existing request
     source: str = "body"
     free_text: str = ""
     missing: list[str] = field(default_factory=list)
@@ -80,11 +84,9 @@ def read_request_form(body: str, attachments: tuple[ReceivedAttachment, ...] | l
     raw, source, free_text, problems = _find_raw_fields(body, attachments)
     form = RequestForm(source=source, free_text=free_text, problems=problems)
     if source == "none" and not problems:
-        form.problems = ["no request form found: put the fields in a `Key: value` block at the "
-                         "top of the message, or attach request.toml or request.json"]
         return form
     _validate(raw, form, structured=source != "body")
-    _check_required(form, has_document)
+    form.missing = missing_fields(form, has_document)
     return form
 
 
@@ -134,6 +136,12 @@ def _validate(raw: dict[str, Any], form: RequestForm, *, structured: bool) -> No
             form.problems.append(f"{key}: is not a field of the request form "
                                  f"(known fields: {', '.join(FIELDS)})")
     form.type = _choice(raw, "type", REQUEST_TYPES, form)
+    reference = raw.get("reference")
+    if reference not in (None, ""):
+        if isinstance(reference, str) and REF_PATTERN.fullmatch(reference.strip()):
+            form.reference = reference.strip()
+        else:
+            form.problems.append(f"reference: {reference!r} is not a reference like LERS-2026-000123")
     for name in ("case_number", "legal_basis", "emergency_justification", "supervisor",
                  "investigation_status"):
         value = raw.get(name)
@@ -253,7 +261,8 @@ def _boolean(raw: dict[str, Any], name: str, form: RequestForm) -> bool:
     return False
 
 
-def _check_required(form: RequestForm, has_document: bool) -> None:
+def missing_fields(form: RequestForm, has_document: bool) -> list[str]:
+    """The required fields this form lacks, given the type it asks for (DESIGN.md vocabulary)."""
     required = ["type", "case_number", "legal_basis"]
     missing = [name for name in required if not getattr(form, name)]
     if not form.subjects:
@@ -266,4 +275,4 @@ def _check_required(form: RequestForm, has_document: bool) -> None:
         missing.append(f"the legal document (a PDF of the {form.type.replace('_', ' ')})")
     # a field already reported as malformed is not also "missing"
     reported = {p.split(":", 1)[0] for p in form.problems}
-    form.missing = [m for m in missing if m not in reported]
+    return [m for m in missing if m not in reported]

@@ -8,13 +8,31 @@ anywhere leaves the job to run again from the start.
 from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import queue
-from gateway.documents import prepare_documents
+from gateway.config import Settings
+from gateway.documents import Document, prepare_documents
 from gateway.models import Job, Message, Officer
-from handlers.chain import ChainContext, evaluate
+from handlers.chain import ChainContext, Evaluation, evaluate
+from handlers.followup import handle_followup, referenced_request
+from handlers.form import read_request_form
 from handlers.intake import handle_new_request
 from handlers.refusals import quarantine
+
+
+async def route(session: AsyncSession, settings: Settings, message: Message, officer: Officer,
+                evaluation: Evaluation, documents: list[Document]) -> None:
+    """A follow-up if the signed content names one of the officer's requests, else a new request."""
+    assert evaluation.content is not None
+    content = evaluation.content
+    form = read_request_form(content.text, content.attachments,
+                             has_document=any(d.is_pdf for d in documents))
+    ref = referenced_request(form, content)
+    if ref is not None:
+        await handle_followup(session, settings, message, officer, evaluation, form, documents, ref)
+    else:
+        await handle_new_request(session, settings, message, officer, evaluation, form, documents)
 
 
 class RetryJob(Exception):
@@ -45,9 +63,8 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
             if evaluation.accepted:
                 message.replay_key = evaluation.replay_key
                 officer = await session.get(Officer, evaluation.officer_id)
-                assert officer is not None
-                await handle_new_request(session, ctx.settings, message, officer, evaluation,
-                                         documents)
+                assert officer is not None and evaluation.content is not None
+                await route(session, ctx.settings, message, officer, evaluation, documents)
             else:
                 await quarantine(session, ctx.settings, message, evaluation)
             queue.mark_done(session, fresh_job)

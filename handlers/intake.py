@@ -15,35 +15,23 @@ from gateway.models import Attachment, Message, Officer, Request, RequestSubject
 from gateway.outbox import queue_reply
 from gateway.texts import render
 from handlers.chain import Evaluation
-from handlers.form import RequestForm, read_request_form
+from handlers.form import NO_FORM, RequestForm
 from handlers.refs import allocate_ref
 from handlers.threading import reply_threading
 
 
 async def handle_new_request(session: AsyncSession, settings: Settings, message: Message,
-                             officer: Officer, evaluation: Evaluation,
+                             officer: Officer, evaluation: Evaluation, form: RequestForm,
                              documents: list[Document]) -> Request | None:
-    assert evaluation.content is not None and evaluation.check is not None
+    assert evaluation.content is not None
     content = evaluation.content
-    form = read_request_form(content.text, content.attachments,
-                             has_document=any(d.is_pdf for d in documents))
-    actor = f"officer:{officer.key_fingerprint}"
     in_reply_to, references = reply_threading(message, content)
-    if form.problems:
-        message.state = "quarantined"
-        message.reason = "invalid_request_form"
-        message.reason_detail = "; ".join(form.problems)[:4000]
-        await audit.record(session, actor, "inbound.refused", f"message:{message.id}",
-                           reason="invalid_request_form", problems=form.problems)
-        queue_reply(
-            session, settings, kind="form_refused", recipient=officer.email,
-            recipient_fingerprint=officer.key_fingerprint,
-            subject="Your request could not be accepted",
-            body=render("request_form_refused",
-                        problems=_bullets(form.problems + [f"missing: {m}" for m in form.missing])),
-            in_reply_to=in_reply_to, references=references, reply_to_message=message.id,
-        )
+    problems = form.problems if form.found else [NO_FORM]
+    if problems:
+        await refuse_form(session, settings, message, officer, problems + [
+            f"missing: {m}" for m in form.missing], in_reply_to, references)
         return None
+    actor = f"officer:{officer.key_fingerprint}"
 
     ref = await allocate_ref(session)
     request = _new_request(ref, form, officer, content.text, in_reply_to)
@@ -51,6 +39,53 @@ async def handle_new_request(session: AsyncSession, settings: Settings, message:
     request.subjects = [RequestSubject(type=s.type, value=s.value) for s in form.subjects]
     session.add(request)
     await session.flush()
+    store_documents(session, request, message, documents)
+    message.state = "accepted"
+    message.request_id = request.id
+    await audit.record(session, actor, "request.created", ref, status=request.status,
+                       type=request.type, message_id=message.id, missing=form.missing,
+                       documents=[{"name": d.stored_name, "sha256": d.sha256} for d in documents])
+    queue_status_reply(session, settings, request, message, officer, documents, in_reply_to, references)
+    return request
+
+
+def queue_status_reply(session: AsyncSession, settings: Settings, request: Request, message: Message,
+                       officer: Officer, documents: list[Document], in_reply_to: str | None,
+                       references: list[str]) -> None:
+    """The acknowledgement of a complete request, or the follow-up listing what is missing."""
+    ref = request.ref
+    if request.missing_fields:
+        subject, kind = f"[{ref}] More information needed", "followup"
+        body = render("followup_missing", ref=ref, missing=bullets(request.missing_fields))
+    else:
+        subject, kind = f"[{ref}] Request received", "acknowledgement"
+        body = render("acknowledgement", ref=ref, type=request.type,
+                      case_number=request.case_number,
+                      received_at=f"{message.received_at:%Y-%m-%d %H:%M} UTC",
+                      fingerprint=officer.key_fingerprint, documents=_document_list(documents))
+    queue_reply(session, settings, kind=kind, recipient=officer.email,
+                recipient_fingerprint=officer.key_fingerprint, subject=subject, body=body,
+                request_id=request.id, in_reply_to=in_reply_to, references=references,
+                reply_to_message=message.id)
+
+
+async def refuse_form(session: AsyncSession, settings: Settings, message: Message, officer: Officer,
+                      problems: list[str], in_reply_to: str | None, references: list[str]) -> None:
+    """A verified officer's form cannot be used: quarantine the mail, tell them every problem."""
+    message.state = "quarantined"
+    message.reason = "invalid_request_form"
+    message.reason_detail = "; ".join(problems)[:4000]
+    await audit.record(session, f"officer:{officer.key_fingerprint}", "inbound.refused",
+                       f"message:{message.id}", reason="invalid_request_form", problems=problems)
+    queue_reply(session, settings, kind="form_refused", recipient=officer.email,
+                recipient_fingerprint=officer.key_fingerprint,
+                subject="Your request could not be accepted",
+                body=render("request_form_refused", problems=bullets(problems)),
+                in_reply_to=in_reply_to, references=references, reply_to_message=message.id)
+
+
+def store_documents(session: AsyncSession, request: Request, message: Message,
+                    documents: list[Document]) -> None:
     for document in documents:
         session.add(Attachment(
             request_id=request.id, message_id=message.id,
@@ -59,30 +94,6 @@ async def handle_new_request(session: AsyncSession, settings: Settings, message:
             size=len(document.attachment.data), data=document.attachment.data,
             extracted_text=document.text, extraction_error=document.error,
         ))
-    message.state = "accepted"
-    message.request_id = request.id
-    await audit.record(session, actor, "request.created", ref, status=request.status,
-                       type=request.type, message_id=message.id, missing=form.missing,
-                       documents=[{"name": d.stored_name, "sha256": d.sha256} for d in documents])
-    if form.missing:
-        subject, body, kind = (
-            f"[{ref}] More information needed",
-            render("followup_missing", ref=ref, missing=_bullets(form.missing)),
-            "followup",
-        )
-    else:
-        subject, body, kind = (
-            f"[{ref}] Request received",
-            render("acknowledgement", ref=ref, type=form.type,
-                   case_number=form.case_number, received_at=f"{message.received_at:%Y-%m-%d %H:%M} UTC",
-                   fingerprint=officer.key_fingerprint, documents=_document_list(documents)),
-            "acknowledgement",
-        )
-    queue_reply(session, settings, kind=kind, recipient=officer.email,
-                recipient_fingerprint=officer.key_fingerprint, subject=subject, body=body,
-                request_id=request.id, in_reply_to=in_reply_to, references=references,
-                reply_to_message=message.id)
-    return request
 
 
 def _new_request(ref: str, form: RequestForm, officer: Officer, text: str,
@@ -100,7 +111,7 @@ def _new_request(ref: str, form: RequestForm, officer: Officer, text: str,
     )
 
 
-def _bullets(items: list[str]) -> str:
+def bullets(items: list[str]) -> str:
     return "\n".join(f"  - {item}" for item in items)
 
 

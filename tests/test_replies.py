@@ -108,3 +108,42 @@ async def test_replies_wait_in_the_outbox_until_the_smarthost_takes_them(
     await harness.settle()
     [reply] = harness.replies(to=alice.email)
     assert "Request received" in reply.subject
+
+
+async def test_officer_completes_a_request_by_signed_reply(gateway: Harness, alice: TestKey) -> None:
+    first = request_body(type="preservation", legal_basis=None, subjects=None)
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=first,
+                                           message_id="<first@police.test>"))
+    await gateway.settle()
+    [request] = await gateway.requests()
+    ref = request["ref"]
+    answer = f"reference: {ref}\nlegal_basis: 18 U.S.C. 2703(f)\nsubjects: account_id:42\n\nThanks.\n"
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=answer,
+                                           subject=f"Re: [{ref}] More information needed"))
+    await gateway.settle()
+    [request] = await gateway.requests()
+    assert request["status"] == "received"
+    followup, ack = gateway.replies(to=alice.email)
+    assert followup.subject == f"[{ref}] More information needed"
+    assert ack.subject == f"[{ref}] Request received"
+    from gateway.records import show_request
+    details = await show_request(gateway.core.db, ref)
+    assert details is not None
+    assert details["legal_basis"] == "18 U.S.C. 2703(f)"
+    assert details["subjects"] == [{"type": "account_id", "value": "42"}]
+    assert details["missing_fields"] == []
+
+
+async def test_a_reference_to_another_officers_request_is_refused(
+        gateway: Harness, alice: TestKey, bob: TestKey) -> None:
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email,
+                                           body=request_body(type="preservation")))
+    await gateway.settle()
+    [request] = await gateway.requests()
+    body = f"reference: {request['ref']}\ninvestigation_status: closed\n\nWithdraw it.\n"
+    await gateway.send(signed_request_mail(gateway.ring, bob, from_addr=bob.email, body=body))
+    await gateway.settle()
+    [reply] = gateway.replies(to=bob.email)
+    assert f"reference: {request['ref']} is not one of your requests" in reply.text
+    [quarantined] = await gateway.quarantine()
+    assert quarantined["reason"] == "invalid_request_form"
