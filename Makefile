@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint lock clean
+.PHONY: run test lint demo lock clean
 
 run: $(VENV)/.run-installed
 	$(BIN)/lers serve
@@ -12,6 +12,10 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# Send the README's example request to a running gateway and print its acknowledgement.
+demo: $(VENV)/.run-installed
+	$(BIN)/python examples/send_request.py
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -38,3 +38,56 @@ async def test_signed_request_is_registered_and_acknowledged(gateway: Harness, a
     assert reply.signed_by == gateway.core.gateway_fingerprint
     assert request["ref"] in reply.text
     assert "subpoena.pdf" in reply.text
+
+
+async def test_signed_and_encrypted_request_is_accepted(gateway: Harness, alice: TestKey) -> None:
+    """RFC 3156 6.2: one OpenPGP message, signed by the officer and encrypted to the gateway."""
+    from tests.support.mail_factory import encrypted_mail
+    gateway_key = (await gateway.core.pgp.export_gateway_public_key()).encode()
+    mail = encrypted_mail(gateway.ring, gateway_key, from_addr=alice.email,
+                          body=request_body(type="preservation"), signer=alice)
+    await gateway.send(mail)
+    await gateway.settle()
+    [request] = await gateway.requests()
+    assert request["status"] == "received" and request["officer"] == alice.email
+
+
+async def test_signed_then_encrypted_request_is_accepted(gateway: Harness, alice: TestKey) -> None:
+    """RFC 3156 6.1: a whole multipart/signed entity, encrypted to the gateway."""
+    from tests.support.mail_factory import (
+        encrypted_mail,
+        micalg_for,
+        multipart_signed_entity,
+        signed_part_bytes,
+    )
+    part = signed_part_bytes(request_body(type="preservation"), (), protected_headers=False,
+                             from_addr=alice.email, to_addr=gateway.settings.gateway.address,
+                             subject="Data request")
+    signed = multipart_signed_entity(part, gateway.ring.sign_detached(alice, part),
+                                     micalg=micalg_for("SHA256"))
+    gateway_key = (await gateway.core.pgp.export_gateway_public_key()).encode()
+    await gateway.send(encrypted_mail(gateway.ring, gateway_key, from_addr=alice.email, body="",
+                                      inner=signed))
+    await gateway.settle()
+    [request] = await gateway.requests()
+    assert request["officer"] == alice.email
+
+
+async def test_a_reply_to_a_key_revoked_meanwhile_is_held(gateway: Harness) -> None:
+    dave = gateway.ring.create_key("dave@police.test", "Dave Officer")
+    await gateway.enrol(dave)
+    gateway.sink.refuse = True
+    await gateway.send(signed_request_mail(gateway.ring, dave, from_addr=dave.email,
+                                           body=request_body(type="preservation")))
+    await gateway.settle()
+    await gateway.import_key(gateway.ring.revoke(dave))
+    gateway.sink.refuse = False
+    await gateway.gateway.outbox.send_due()
+    await gateway.settle()
+    assert gateway.sink.received == []
+    from sqlalchemy import select
+
+    from gateway.models import Outbox
+    async with gateway.core.db.transaction() as session:
+        [row] = (await session.scalars(select(Outbox))).all()
+    assert row.state == "held" and row.last_error == "the recipient's key is revoked"

@@ -468,10 +468,16 @@ def encrypted_mail(
     message_id: str | None = None,
     date: datetime | None = None,
     line_ending: bytes = CRLF,
+    signer: TestKey | None = None,
+    inner: bytes | None = None,
 ) -> bytes:
-    """RFC 3156 section 4 multipart/encrypted mail, encrypted but NOT signed."""
-    inner = text_entity(body)
-    armored = ring.encrypt_to(recipient_public, inner)
+    """RFC 3156 section 4 multipart/encrypted mail: by default encrypted but NOT signed.
+
+    ``signer`` signs and encrypts in one OpenPGP message (section 6.2); ``inner`` replaces the
+    plain text entity, e.g. with a whole multipart/signed entity (sign, then encrypt: 6.1).
+    """
+    inner = inner if inner is not None else text_entity(body)
+    armored = ring.encrypt_to(recipient_public, inner, signer=signer)
     version = entity(
         [
             ("Content-Type", "application/pgp-encrypted"),

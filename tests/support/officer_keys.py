@@ -391,13 +391,16 @@ class OfficerKeyring:
 
     # -- encryption -------------------------------------------------------------------
 
-    def encrypt_to(self, recipient_public_armored: bytes, data: bytes) -> bytes:
-        """Encrypt (no signature) to a key given as armored public key; ASCII output."""
+    def encrypt_to(self, recipient_public_armored: bytes, data: bytes, *,
+                   signer: TestKey | None = None) -> bytes:
+        """Encrypt to a key given as armored public key; ASCII output. With ``signer``, sign and
+        encrypt in one OpenPGP message (RFC 3156 section 6.2)."""
         fingerprints = self.import_key(recipient_public_armored)  # IMPORT_OK even if known
         if not fingerprints:
             raise GpgError("recipient key did not import")
+        signing = ["--sign", "--local-user", signer.signing_fingerprint + "!"] if signer else []
         result = self.run(
-            "--trust-model", "always", "--armor", "--encrypt",
+            "--trust-model", "always", "--armor", *signing, "--encrypt",
             "--recipient", fingerprints[0], "--output", "-",
             input=data,
         )  # fmt: skip

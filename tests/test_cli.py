@@ -1,0 +1,119 @@
+"""The `lers` command as an operator runs it: real processes, real files, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import short_tempdir
+from tests.support.officer_keys import OfficerKeyring, TestKey
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = short_tempdir("cli-")
+    (path / "config.toml").write_text('[gateway]\naddress = "lers@gateway.test"\n')
+    yield path
+    subprocess.run(["gpgconf", "--homedir", str(path / "data" / "gnupg"), "--kill", "gpg-agent"],
+                   capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def lers(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m gateway` in `workdir`, where ./config.toml is found by default."""
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=workdir, capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lers: error: "), result.stderr
+    for text in expected:
+        assert text in lines[0]
+
+
+def test_init_creates_a_private_data_dir_and_one_key(workdir: Path) -> None:
+    first = lers(workdir, "init")
+    assert first.returncode == 0, first.stderr
+    assert "gateway key (generated):" in first.stdout
+    fingerprint = first.stdout.split()[-1]
+    second = lers(workdir, "init")
+    assert f"gateway key (already present): {fingerprint}" in second.stdout
+    mode = stat.S_IMODE((workdir / "data").stat().st_mode)
+    assert mode == 0o700
+    exported = lers(workdir, "key", "export")
+    assert exported.stdout.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert "PRIVATE" not in exported.stdout
+
+
+def test_config_errors_name_the_key(workdir: Path) -> None:
+    (workdir / "config.toml").write_text("[smtp]\nprot = 25\n")
+    assert_one_line_error(lers(workdir, "init"), "smtp.prot: unknown key")
+    (workdir / "config.toml").write_text("[smtp]\nport = 'twenty-five'\n")
+    assert_one_line_error(lers(workdir, "init"), "smtp.port: must be a whole number")
+    (workdir / "config.toml").write_text("[policy]\nallow_inline_pgp = true\n")
+    assert_one_line_error(lers(workdir, "init", env={"LERS_SMTP__PORT": "99999"}),
+                          "smtp.port: must be between 0 and 65535")
+    assert_one_line_error(lers(workdir, "--config", str(workdir / "nope.toml"), "init"),
+                          "config file not found")
+    assert_one_line_error(lers(workdir, "--set", "gateway.address=not-an-address", "init"),
+                          "gateway.address: must be an email address")
+
+
+def test_enrolment_commands(workdir: Path, officer_ring: OfficerKeyring, alice: TestKey) -> None:
+    key_file = workdir / "alice.asc"
+    key_file.write_bytes(alice.public_armored)
+    assert_one_line_error(lers(workdir, "officer", "add", alice.email, "--agency", "Nowhere PD",
+                               "--key", str(key_file)), "no agency named 'Nowhere PD'")
+    added = lers(workdir, "agency", "add", "Test Police", "--domain", "police.test", "--country", "XX")
+    assert added.returncode == 0 and "agency added: Test Police" in added.stdout
+    assert_one_line_error(lers(workdir, "agency", "add", "Test Police", "--domain", "police.test"),
+                          "already exists")
+    assert_one_line_error(lers(workdir, "officer", "add", "carol@police.test", "--agency", "Test Police",
+                               "--key", str(key_file)), "has no user ID for carol@police.test")
+    assert_one_line_error(lers(workdir, "officer", "add", alice.email, "--agency", "Test Police",
+                               "--key", str(workdir / "missing.asc")), "cannot read")
+    enrolled = lers(workdir, "officer", "add", alice.email, "--agency", "Test Police",
+                    "--key", str(key_file), "--name", "Alice Officer")
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert alice.fingerprint in enrolled.stdout
+    secret = workdir / "secret.asc"
+    secret.write_bytes(officer_ring.run("--armor", "--export-secret-keys", alice.fingerprint).stdout)
+    assert_one_line_error(lers(workdir, "officer", "add", "x@police.test", "--agency", "Test Police",
+                               "--key", str(secret)), "secret key")
+
+
+def test_listings_and_audit_verify(workdir: Path, alice: TestKey) -> None:
+    assert json.loads(lers(workdir, "requests", "list", "--json").stdout) == []
+    assert lers(workdir, "requests", "list").stdout.strip() == "no requests"
+    assert json.loads(lers(workdir, "quarantine", "list", "--json").stdout) == []
+    assert_one_line_error(lers(workdir, "requests", "show", "LERS-2026-999999"),
+                          "no request LERS-2026-999999")
+    lers(workdir, "agency", "add", "Test Police", "--domain", "police.test")
+    lers(workdir, "agency", "add", "Other Police", "--domain", "other.test")
+    verified = lers(workdir, "audit", "verify")
+    assert verified.returncode == 0 and "audit chain OK: 2 entries" in verified.stdout
+
+    with sqlite3.connect(workdir / "data" / "lers.db") as conn:
+        conn.execute("UPDATE audit SET details = '{\"domain\": \"evil.test\"}' WHERE id = 1")
+    assert_one_line_error(lers(workdir, "audit", "verify"), "audit chain broken at entry 1",
+                          "content does not match its hash")
+
+    with sqlite3.connect(workdir / "data" / "lers.db") as conn:
+        conn.execute("DELETE FROM audit WHERE id = 1")
+    assert_one_line_error(lers(workdir, "audit", "verify"), "audit chain broken at entry 2",
+                          "does not link")
