@@ -124,7 +124,8 @@ class Harness:
                     select(func.count()).select_from(Job).where(Job.state.in_(["queued", "running"]))
                 )
                 pending = await session.scalar(
-                    select(func.count()).select_from(Outbox).where(Outbox.state == "pending")
+                    select(func.count()).select_from(Outbox).where(
+                        Outbox.state.in_(["pending", "sending"]))
                 )
             if not jobs and (not pending or self.sink.refuse):
                 return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import select
+
 from tests.conftest import Harness
 from tests.support.mail_factory import Attachment, pdf_bytes, request_body, signed_request_mail
 from tests.support.officer_keys import TestKey
@@ -38,6 +40,26 @@ async def test_signed_request_is_registered_and_acknowledged(gateway: Harness, a
     assert reply.signed_by == gateway.core.gateway_fingerprint
     assert request["ref"] in reply.text
     assert "subpoena.pdf" in reply.text
+
+    from gateway.models import Attachment as StoredDocument
+    async with gateway.core.db.transaction() as session:
+        [document] = (await session.scalars(select(StoredDocument))).all()
+    assert document.original_filename == "subpoena.pdf"
+    assert "Grand jury subpoena 2026-CR-0042" in (document.extracted_text or "")
+    assert document.sha256 in reply.text
+
+
+async def test_the_unsigned_subject_never_routes_a_message(gateway: Harness, alice: TestKey) -> None:
+    """An outer Subject naming an existing request does not make a new request a follow-up."""
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email,
+                                           body=request_body(type="preservation", case_number="A-1")))
+    await gateway.settle()
+    [first] = await gateway.requests()
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email,
+                                           subject=f"Re: [{first['ref']}] Request received",
+                                           body=request_body(type="preservation", case_number="B-2")))
+    await gateway.settle()
+    assert [r["case_number"] for r in await gateway.requests()] == ["A-1", "B-2"]
 
 
 async def test_signed_and_encrypted_request_is_accepted(gateway: Harness, alice: TestKey) -> None:
