@@ -7,14 +7,16 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
+from functools import partial
 
 from gateway import queue
+from gateway.chat import ChatBot, notifications_disabled
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.outbox import OutboxSender, release_sending
 from gateway.pgp import OpenPGP
 from gateway.smtp import SmtpIngress, smtp_factory
-from gateway.worker import Worker
+from gateway.worker import JobHandler, Worker
 from handlers.chain import ChainContext
 from handlers.inbound import process_inbound
 
@@ -59,7 +61,12 @@ class Gateway:
         self.core = core
         settings = core.settings
         self.ctx = ChainContext(settings, core.db, core.pgp)
-        self.worker = Worker(core.db, {"inbound": self._inbound}, lease_seconds=settings.worker.lease_seconds,
+        self.chat = ChatBot(settings, core.db) if settings.telegram.enabled else None
+        handlers: dict[str, JobHandler] = {
+            "inbound": self._inbound,
+            "chat_notify": self.chat.notify if self.chat else partial(notifications_disabled, core.db),
+        }
+        self.worker = Worker(core.db, handlers, lease_seconds=settings.worker.lease_seconds,
                              max_attempts=settings.worker.max_attempts,
                              poll_seconds=settings.worker.poll_seconds)
         self.outbox = OutboxSender(settings, core.db, core.pgp)
@@ -85,6 +92,8 @@ class Gateway:
         self._server = await loop.create_server(smtp_factory(handler, settings),
                                                 host=settings.smtp.host, port=settings.smtp.port)
         self.smtp_port = self._server.sockets[0].getsockname()[1]
+        if self.chat is not None:
+            await self.chat.start()
         for index in range(settings.worker.gpg_threads):
             self.tasks.append(asyncio.create_task(self.worker.run(self.stop_event),
                                                    name=f"worker-{index}"))
@@ -103,6 +112,8 @@ class Gateway:
                 await asyncio.wait_for(task, timeout=10)
             except TimeoutError:
                 task.cancel()
+        if self.chat is not None:
+            await self.chat.stop()
         log.info("gateway stopped")
 
 

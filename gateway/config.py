@@ -71,6 +71,25 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class TelegramSettings:
+    enabled: bool = False
+    token: str = ""
+    token_file: str = ""
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    allowed_chats: tuple[int, ...] = ()
+    poll_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    # request types whose approval needs two distinct approvers
+    four_eyes_types: tuple[str, ...] = (
+        "emergency_disclosure", "subpoena", "court_order", "search_warrant", "mlat",
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -78,6 +97,8 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -99,13 +120,20 @@ class Settings:
 
     def outbound_password(self) -> str:
         """The smarthost password: from password_file when set, so it need not sit in the TOML."""
-        if self.outbound.password_file:
-            path = self.base_dir / self.outbound.password_file
+        return self._secret("outbound.password_file", self.outbound.password_file,
+                            self.outbound.password)
+
+    def telegram_token(self) -> str:
+        return self._secret("telegram.token_file", self.telegram.token_file, self.telegram.token)
+
+    def _secret(self, key: str, file: str, inline: str) -> str:
+        if file:
+            path = self.base_dir / file
             try:
                 return path.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise ConfigError(f"outbound.password_file: cannot read {path}: {exc}") from exc
-        return self.outbound.password
+                raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
+        return inline
 
 
 SECTIONS: dict[str, type] = {
@@ -210,6 +238,14 @@ def _coerce(key: str, expected: Any, value: Any) -> Any:
         if isinstance(value, str):
             return str(value)
         raise ConfigError(f"{key}: must be a string, got {value!r}")
+    if expected == tuple[int, ...]:
+        items = value.split(",") if from_text else value
+        try:
+            if isinstance(items, list | tuple | str):
+                return tuple(int(str(v).strip()) for v in items if str(v).strip())
+        except ValueError:
+            pass
+        raise ConfigError(f"{key}: must be a list of whole numbers, got {value!r}")
     if expected == tuple[str, ...]:
         if from_text:
             return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -250,6 +286,15 @@ def _check_semantics(s: Settings) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must be 0 or more, got {value}")
+    from handlers.form import REQUEST_TYPES  # the vocabulary lives with the form
+
+    for kind in s.review.four_eyes_types:
+        if kind not in REQUEST_TYPES:
+            raise ConfigError(f"review.four_eyes_types: {kind!r} is not a request type "
+                              f"({', '.join(REQUEST_TYPES)})")
+    if s.telegram.enabled and not (s.telegram.token or s.telegram.token_file):
+        raise ConfigError("telegram.token: required when telegram.enabled is true "
+                          "(or set telegram.token_file)")
     url = s.storage.url
     if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -65,6 +66,7 @@ class Officer(Base):
     agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
     status: Mapped[str] = mapped_column(String(20), default="active")
     key_fingerprint: Mapped[str] = mapped_column(String(64))
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     last_impersonation_warning_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     agency: Mapped[Agency] = relationship(lazy="joined")
@@ -143,15 +145,43 @@ class Request(Base):
     thread_message_id: Mapped[str] = mapped_column(String(998))
     thread_references: Mapped[list[Any]] = mapped_column(default=list)
     deadline: Mapped[datetime | None]
+    assigned_reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("reviewers.id"))
+    decided_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     officer: Mapped[Officer] = relationship(lazy="joined")
+    assigned_reviewer: Mapped[Reviewer | None] = relationship(lazy="joined")
     subjects: Mapped[list[RequestSubject]] = relationship(
         lazy="selectin", order_by="RequestSubject.id", cascade="all, delete-orphan"
     )
     attachments: Mapped[list[Attachment]] = relationship(
         lazy="selectin", order_by="Attachment.id", cascade="all, delete-orphan"
     )
+
+
+class Reviewer(Base):
+    """A member of the platform's legal team, known by Telegram user id."""
+
+    __tablename__ = "reviewers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))  # reviewer | approver | admin
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Review(Base):
+    """One reviewer act on a request: approve, reject, partial, ask, note, assign."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id"))
+    action: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reviewer: Mapped[Reviewer] = relationship(lazy="joined")
 
 
 class RequestSubject(Base):

@@ -69,6 +69,14 @@ def mark_done(session: AsyncSession, job: Job) -> None:
     session.add(job)
 
 
+async def finish(db: Database, job: Job) -> None:
+    """Finish a job whose work was not a database write of its own (e.g. a chat message sent)."""
+    async with db.transaction() as session:
+        fresh = await session.get(Job, job.id)
+        assert fresh is not None
+        mark_done(session, fresh)
+
+
 async def mark_failed(db: Database, job: Job, error: str, max_attempts: int) -> str:
     """Retry later with exponential back-off, or shunt the job for a human after max_attempts."""
     async with db.transaction() as session:

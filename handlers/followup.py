@@ -18,11 +18,12 @@ from gateway import audit
 from gateway.config import Settings
 from gateway.documents import Document
 from gateway.mime import SignedContent
-from gateway.models import Message, Officer, Request, RequestSubject
+from gateway.models import Message, Officer, Request, RequestSubject, Review
 from gateway.outbox import queue_reply
 from handlers.chain import Evaluation
 from handlers.form import RequestForm, Subject, missing_fields
 from handlers.intake import queue_status_reply, refuse_form, store_documents
+from handlers.notify import notify_reviewers
 from handlers.refs import find_refs
 from handlers.threading import reply_threading
 
@@ -63,26 +64,51 @@ async def handle_followup(session: AsyncSession, settings: Settings, message: Me
     if request.status != "awaiting_info":
         await audit.record(session, actor, "request.officer_message", ref, message_id=message.id,
                            documents=[d.sha256 for d in documents])
-        queue_reply(session, settings, kind="followup_received", recipient=officer.email,
-                    recipient_fingerprint=officer.key_fingerprint,
-                    subject=f"[{ref}] Your message was added to the request",
-                    body=f"Your signed message of {message.received_at:%Y-%m-%d %H:%M} UTC was added "
-                         f"to request {ref}. Its status is: {request.status.replace('_', ' ')}.\n",
-                    request_id=request.id, in_reply_to=in_reply_to, references=references,
-                    reply_to_message=message.id)
+        _acknowledge_message(session, settings, request, message, officer, in_reply_to, references,
+                             "It was added to the request.")
+        notify_reviewers(session, f"The officer wrote about {ref}:\n{evaluation.content.text[:1500]}",
+                         ref=ref, emergency=request.emergency)
         return request
+    asked = await _open_question(session, request)
     merged = _merge(request, form)
     has_document = any(a.content_type == "application/pdf" for a in request.attachments) or any(
         d.is_pdf for d in documents)
     request.missing_fields = missing_fields(merged, has_document)
     request.body_text = "\n\n".join(t for t in (request.body_text, evaluation.content.text) if t)
     if not request.missing_fields:
-        request.status = "received"
+        request.status = "under_review" if asked else "received"
     await audit.record(session, actor, "request.completed" if not request.missing_fields
                        else "request.updated", ref, message_id=message.id,
                        status=request.status, missing=request.missing_fields)
-    queue_status_reply(session, settings, request, message, officer, documents, in_reply_to, references)
+    if asked and not request.missing_fields:
+        _acknowledge_message(session, settings, request, message, officer, in_reply_to, references,
+                             "Your answer was added to the request and passed to the reviewers.")
+        notify_reviewers(session, f"The officer answered on {ref}:\n{evaluation.content.text[:1500]}",
+                         ref=ref, emergency=request.emergency)
+    else:
+        queue_status_reply(session, settings, request, message, officer, documents, in_reply_to,
+                           references)
     return request
+
+
+def _acknowledge_message(session: AsyncSession, settings: Settings, request: Request, message: Message,
+                         officer: Officer, in_reply_to: str | None, references: list[str],
+                         what: str) -> None:
+    queue_reply(session, settings, kind="followup_received", recipient=officer.email,
+                recipient_fingerprint=officer.key_fingerprint,
+                subject=f"[{request.ref}] Your message was received",
+                body=f"Your signed message of {message.received_at:%Y-%m-%d %H:%M} UTC about "
+                     f"{request.ref} was received. {what} The request is now "
+                     f"{request.status.replace('_', ' ')}.\n",
+                request_id=request.id, in_reply_to=in_reply_to, references=references,
+                reply_to_message=message.id)
+
+
+async def _open_question(session: AsyncSession, request: Request) -> bool:
+    """Did a reviewer's /ask put this request in awaiting_info (rather than a missing field)?"""
+    last = await session.scalar(select(Review.action).where(Review.request_id == request.id)
+                                .order_by(Review.id.desc()).limit(1))
+    return last == "ask"
 
 
 def _merge(request: Request, form: RequestForm) -> RequestForm:

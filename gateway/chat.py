@@ -1,0 +1,243 @@
+"""The Telegram side: python-telegram-bot callbacks over the plain functions of handlers/review.py.
+
+Only registered reviewers are answered, and only in private chats or the groups listed in
+`[telegram] allowed_chats`; anyone else gets one neutral refusal (audited). Commands are also
+offered as inline buttons; a button that decides asks for confirmation first. Notifications to
+reviewers are jobs (`chat_notify`), so a Telegram outage delays them and loses none. A 429 from
+the Bot API is waited out and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, ContextTypes
+
+from gateway import queue
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.models import Job, Reviewer
+from handlers import review
+from handlers.review import ChatReply, ReviewContext, ReviewError
+
+log = logging.getLogger(__name__)
+
+REFUSAL = "Sorry, this bot is not available to you."
+MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
+SEND_ATTEMPTS = 5
+
+Command = Callable[[ReviewContext, Reviewer, list[str]], Awaitable[ChatReply]]
+
+
+def _ref_and_text(args: list[str], usage: str) -> tuple[str, str]:
+    if not args:
+        raise ReviewError(f"Usage: {usage}")
+    return args[0], " ".join(args[1:])
+
+
+async def _queue(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await review.show_queue(ctx, reviewer)
+
+
+async def _show(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await review.show_request(ctx, reviewer, _ref_and_text(args, "/show REF")[0])
+
+
+async def _docs(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await review.send_documents(ctx, reviewer, _ref_and_text(args, "/docs REF")[0])
+
+
+def _decision(name: str, usage: str) -> Command:
+    async def run(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+        ref, text = _ref_and_text(args, usage)
+        return await review.decide(ctx, reviewer, ref, name, text)
+    return run
+
+
+async def _ask(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await review.ask(ctx, reviewer, *_ref_and_text(args, "/ask REF question"))
+
+
+async def _note(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await review.add_note(ctx, reviewer, *_ref_and_text(args, "/note REF text"))
+
+
+async def _assign(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await review.assign(ctx, reviewer, *_ref_and_text(args, "/assign REF [name]"))
+
+
+async def _mine(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await review.my_requests(ctx, reviewer)
+
+
+async def _help(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return ChatReply(review.HELP)
+
+
+COMMANDS: dict[str, tuple[Command, str]] = {
+    "queue": (_queue, "open requests"),
+    "show": (_show, "show a request"),
+    "docs": (_docs, "a request's documents"),
+    "approve": (_decision("approve", "/approve REF [note]"), "approve a request"),
+    "partial": (_decision("partial", "/partial REF note"), "approve in part"),
+    "reject": (_decision("reject", "/reject REF reason"), "reject a request"),
+    "ask": (_ask, "ask the officer a question"),
+    "note": (_note, "add an internal note"),
+    "assign": (_assign, "assign a request"),
+    "mine": (_mine, "requests assigned to you"),
+    "help": (_help, "the list of commands"),
+    "start": (_help, "the list of commands"),
+}
+# inline buttons: data "verb:REF"; deciding verbs ask for confirmation ("verb!:REF" confirms)
+BUTTON_VERBS = {"show", "docs", "assign", "approve"}
+CONFIRM_FIRST = {"approve"}
+
+
+class ChatBot:
+    """The running bot: long polling for reviewers' updates, and the notification job handler."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.ctx = ReviewContext(settings, db)
+        self.db = db
+        self.app: Application[Any, Any, Any, Any, Any, Any] = (
+            ApplicationBuilder()
+            .token(settings.telegram_token())
+            .base_url(settings.telegram.base_url)
+            .base_file_url(settings.telegram.base_file_url)
+            .get_updates_read_timeout(settings.telegram.poll_timeout_seconds + 10)
+            .build()
+        )
+        for name in COMMANDS:
+            self.app.add_handler(CommandHandler(name, self.on_command))
+        self.app.add_handler(CallbackQueryHandler(self.on_button))
+        self.app.add_error_handler(self.on_error)
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        await self._with_retry(lambda: self.app.bot.set_my_commands(
+            [BotCommand(name, about) for name, (_, about) in COMMANDS.items() if name != "start"]))
+        await self.app.start()
+        assert self.app.updater is not None
+        await self.app.updater.start_polling(
+            poll_interval=0, timeout=int(self.settings.telegram.poll_timeout_seconds),
+            allowed_updates=["message", "callback_query"])
+        log.info("telegram bot started", extra={"bot": self.app.bot.username})
+
+    async def stop(self) -> None:
+        assert self.app.updater is not None
+        if self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    # --- reviewers' updates ----------------------------------------------------------------
+
+    async def _reviewer(self, update: Update) -> Reviewer | None:
+        user, chat = update.effective_user, update.effective_chat
+        if user is None or chat is None:
+            return None
+        return await review.authorize(self.db, user.id, chat.id, chat.type,
+                                      self.settings.telegram.allowed_chats)
+
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not message.text or update.effective_chat is None:
+            return
+        reviewer = await self._reviewer(update)
+        if reviewer is None:
+            await self.send(update.effective_chat.id, ChatReply(REFUSAL))
+            return
+        name = message.text.split()[0].lstrip("/").split("@")[0].lower()
+        reply = await self.run_command(name, reviewer, list(context.args or []))
+        await self.send(update.effective_chat.id, reply)
+
+    async def run_command(self, name: str, reviewer: Reviewer, args: list[str]) -> ChatReply:
+        command = COMMANDS.get(name)
+        if command is None:
+            return ChatReply(f"Unknown command /{name}. /help lists the commands.")
+        try:
+            return await command[0](self.ctx, reviewer, args)
+        except ReviewError as exc:
+            return ChatReply(str(exc))
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None or update.effective_chat is None:
+            return
+        reviewer = await self._reviewer(update)
+        await self._with_retry(query.answer)
+        if reviewer is None:
+            await self.send(update.effective_chat.id, ChatReply(REFUSAL))
+            return
+        verb, _, ref = (query.data or "").partition(":")
+        confirmed = verb.endswith("!")
+        verb = verb.rstrip("!")
+        if verb not in BUTTON_VERBS or not ref:
+            return
+        if verb in CONFIRM_FIRST and not confirmed:
+            reply = ChatReply(f"{verb.capitalize()} {ref}? The decision is sent to the officer.",
+                              buttons=(((f"Yes, {verb}", f"{verb}!:{ref}"), ("Cancel", f"show:{ref}")),))
+        else:
+            reply = await self.run_command(verb, reviewer, [ref])
+        await self.send(update.effective_chat.id, reply)
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram handler failed", exc_info=context.error)
+
+    # --- sending ---------------------------------------------------------------------------
+
+    async def send(self, chat_id: int, reply: ChatReply) -> None:
+        markup = None
+        if reply.buttons:
+            markup = InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=data)
+                                            for label, data in row] for row in reply.buttons])
+        chunks = [reply.text[i : i + MAX_TEXT] for i in range(0, len(reply.text), MAX_TEXT)] or [""]
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            await self._with_retry(lambda c=chunk, m=(markup if last else None): self.app.bot.send_message(
+                chat_id, c, reply_markup=m))
+        for filename, data, caption in reply.documents:
+            await self._with_retry(lambda f=filename, d=data, c=caption: self.app.bot.send_document(
+                chat_id, d, filename=f, caption=c[:1000]))
+
+    async def _with_retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Wait out 429s (RetryAfter) and brief network errors; give up after a few tries."""
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                return await call()
+            except RetryAfter as exc:
+                delay = exc.retry_after
+                wait = delay.total_seconds() if hasattr(delay, "total_seconds") else float(delay)
+                log.warning("telegram asked us to slow down", extra={"retry_after": wait})
+                await asyncio.sleep(wait)
+            except (TimedOut, NetworkError) as exc:
+                if attempt == SEND_ATTEMPTS:
+                    raise
+                log.warning("telegram network error, retrying", extra={"error": str(exc)})
+                await asyncio.sleep(min(2 ** attempt, 30))
+        raise TelegramError("gave up after repeated 429 answers")
+
+    async def notify(self, job: Job) -> None:
+        """The `chat_notify` job: tell every active reviewer; the job is done when all were told."""
+        payload = job.payload
+        async with self.db.transaction() as session:
+            chat_ids = list(await session.scalars(
+                select(Reviewer.telegram_id).where(Reviewer.active.is_(True))))
+        ref = payload.get("ref")
+        reply = ChatReply(payload["text"], buttons=review.request_buttons(ref) if ref else ())
+        for chat_id in chat_ids:
+            await self.send(chat_id, reply)
+        await queue.finish(self.db, job)
+
+
+async def notifications_disabled(db: Database, job: Job) -> None:
+    """With Telegram off, notification jobs are closed (the audit log still has every event)."""
+    await queue.finish(db, job)

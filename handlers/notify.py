@@ -1,0 +1,14 @@
+"""Telling reviewers: a durable job per notification, sent to every active reviewer by the chat
+component (so a Telegram outage delays notifications instead of losing them)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway import queue
+
+
+def notify_reviewers(session: AsyncSession, text: str, *, ref: str | None = None,
+                     emergency: bool = False) -> None:
+    """Queue a notification inside the caller's transaction; `ref` adds Show/Docs buttons."""
+    queue.enqueue(session, "chat_notify", payload={"text": text, "ref": ref, "emergency": emergency})
