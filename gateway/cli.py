@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--key", type=Path, required=True, help="the officer's public key (armored)")
     add.add_argument("--name")
 
+    reviewer = commands.add_parser("reviewer", help="manage reviewers (Telegram)").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    add = reviewer.add_parser("add", help="register a reviewer by Telegram user id")
+    add.add_argument("telegram_id", type=int, metavar="TELEGRAM_USER_ID")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", required=True, choices=["reviewer", "approver", "admin"])
+    listing = reviewer.add_parser("list", help="registered reviewers")
+    listing.add_argument("--json", action="store_true")
+    remove = reviewer.add_parser("remove", help="stop a reviewer's access (history is kept)")
+    remove.add_argument("telegram_id", type=int, metavar="TELEGRAM_USER_ID")
+
     key = commands.add_parser("key", help="the gateway's key").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     key.add_parser("export", help="print the gateway's public key, armored")
@@ -147,6 +158,36 @@ async def cmd_officer_add(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_reviewer_add(core: Core, args: argparse.Namespace) -> int:
+    from handlers.enrolment import EnrolmentError, add_reviewer
+    try:
+        reviewer = await add_reviewer(core, args.telegram_id, args.name, args.role)
+    except EnrolmentError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"reviewer added: {reviewer.name} ({reviewer.role}), Telegram id {reviewer.telegram_id}")
+    return 0
+
+
+async def cmd_reviewer_list(core: Core, args: argparse.Namespace) -> int:
+    from handlers.enrolment import list_reviewers
+    rows = [{"telegram_id": r.telegram_id, "name": r.name, "role": r.role, "active": r.active}
+            for r in await list_reviewers(core)]
+    _print(rows, args.json, lambda rs: "\n".join(
+        f"{r['telegram_id']:>12}  {r['role']:<9} {r['name']}{'' if r['active'] else '  (removed)'}"
+        for r in rs) or "no reviewers")
+    return 0
+
+
+async def cmd_reviewer_remove(core: Core, args: argparse.Namespace) -> int:
+    from handlers.enrolment import EnrolmentError, remove_reviewer
+    try:
+        reviewer = await remove_reviewer(core, args.telegram_id)
+    except EnrolmentError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"reviewer removed: {reviewer.name} ({reviewer.telegram_id})")
+    return 0
+
+
 async def cmd_key_export(core: Core, args: argparse.Namespace) -> int:
     sys.stdout.write(await core.pgp.export_gateway_public_key())
     return 0
@@ -209,6 +250,9 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "init": cmd_init,
     "agency add": cmd_agency_add,
     "officer add": cmd_officer_add,
+    "reviewer add": cmd_reviewer_add,
+    "reviewer list": cmd_reviewer_list,
+    "reviewer remove": cmd_reviewer_remove,
     "key export": cmd_key_export,
     "requests list": cmd_requests_list,
     "requests show": cmd_requests_show,

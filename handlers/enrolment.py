@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from gateway import audit
 from gateway.app import Core
-from gateway.models import Agency, Key, Officer
+from gateway.models import Agency, Key, Officer, Reviewer
+from handlers.review import ROLES
 
 
 class EnrolmentError(Exception):
@@ -84,3 +85,38 @@ async def add_officer(core: Core, email: str, agency_name: str, key_data: bytes,
         await audit.record(session, actor, "officer.enrolled", email, agency=agency_name,
                            key=fingerprint)
         return officer
+
+
+async def add_reviewer(core: Core, telegram_id: int, name: str, role: str,
+                       actor: str = "operator") -> Reviewer:
+    if role not in ROLES:
+        raise EnrolmentError(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
+    if telegram_id <= 0:
+        raise EnrolmentError("a Telegram user id is a positive number (ask @userinfobot for yours)")
+    async with core.db.transaction() as session:
+        reviewer = await session.scalar(select(Reviewer).where(Reviewer.telegram_id == telegram_id))
+        if reviewer is not None and reviewer.active:
+            raise EnrolmentError(f"Telegram user {telegram_id} is already a reviewer ({reviewer.name})")
+        if reviewer is None:
+            reviewer = Reviewer(telegram_id=telegram_id, name=name, role=role)
+            session.add(reviewer)
+        else:  # re-activating someone removed earlier keeps their history
+            reviewer.name, reviewer.role, reviewer.active = name, role, True
+        await audit.record(session, actor, "reviewer.added", str(telegram_id), name=name, role=role)
+        return reviewer
+
+
+async def list_reviewers(core: Core) -> list[Reviewer]:
+    async with core.db.transaction() as session:
+        return list(await session.scalars(select(Reviewer).order_by(Reviewer.id)))
+
+
+async def remove_reviewer(core: Core, telegram_id: int, actor: str = "operator") -> Reviewer:
+    async with core.db.transaction() as session:
+        reviewer = await session.scalar(select(Reviewer).where(Reviewer.telegram_id == telegram_id,
+                                                                Reviewer.active.is_(True)))
+        if reviewer is None:
+            raise EnrolmentError(f"no active reviewer with Telegram id {telegram_id}")
+        reviewer.active = False
+        await audit.record(session, actor, "reviewer.removed", str(telegram_id), name=reviewer.name)
+        return reviewer
