@@ -87,13 +87,13 @@ class Gateway:
             if jobs or replies:
                 log.warning("work cut short by the last process is due again",
                             extra={"jobs": jobs, "replies": replies})
+        if self.chat is not None:  # first: a bad token stops the start before we take mail
+            await self.chat.start()
         handler = SmtpIngress(settings, self.core.db, on_stored=self.worker.wakeup.set)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(smtp_factory(handler, settings),
                                                 host=settings.smtp.host, port=settings.smtp.port)
         self.smtp_port = self._server.sockets[0].getsockname()[1]
-        if self.chat is not None:
-            await self.chat.start()
         for index in range(settings.worker.gpg_threads):
             self.tasks.append(asyncio.create_task(self.worker.run(self.stop_event),
                                                    name=f"worker-{index}"))
@@ -121,7 +121,11 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """`lers serve`: run until SIGINT or SIGTERM."""
     core = await open_core(settings)
     gateway = Gateway(core)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except BaseException:
+        await core.close()
+        raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gateway.stop_event.set)

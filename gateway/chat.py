@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from gateway import queue
@@ -27,6 +28,8 @@ from handlers import review
 from handlers.review import ChatReply, ReviewContext, ReviewError
 
 log = logging.getLogger(__name__)
+# PTB 22 reports durations (RetryAfter.retry_after) as timedelta with this set, without warnings.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 REFUSAL = "Sorry, this bot is not available to you."
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
@@ -99,6 +102,10 @@ BUTTON_VERBS = {"show", "docs", "assign", "approve"}
 CONFIRM_FIRST = {"approve"}
 
 
+class ChatStartError(Exception):
+    """The bot cannot start (bad token, Bot API unreachable); the message holds no secret."""
+
+
 class ChatBot:
     """The running bot: long polling for reviewers' updates, and the notification job handler."""
 
@@ -120,7 +127,16 @@ class ChatBot:
         self.app.add_error_handler(self.on_error)
 
     async def start(self) -> None:
-        await self.app.initialize()
+        try:
+            await self.app.initialize()
+        except InvalidToken:  # PTB's own message quotes the token: never show that
+            await self.app.bot.shutdown()  # a failed initialize() leaves its HTTP clients open
+            raise ChatStartError("telegram.token was rejected by the Bot API "
+                                 f"at {self.settings.telegram.base_url}") from None
+        except NetworkError as exc:
+            await self.app.bot.shutdown()
+            raise ChatStartError(f"cannot reach the Bot API at {self.settings.telegram.base_url}: "
+                                 f"{type(exc).__name__}") from None
         await self._with_retry(lambda: self.app.bot.set_my_commands(
             [BotCommand(name, about) for name, (_, about) in COMMANDS.items() if name != "start"]))
         await self.app.start()

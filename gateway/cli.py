@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.app import Core, open_core, serve
 from gateway.audit import verify_chain
+from gateway.chat import ChatStartError
 from gateway.config import ConfigError, Settings, config_path, load_settings
 from gateway.logs import setup_logging
 from gateway.pgp import OpenPGPError
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         setup_logging("WARNING")
         return asyncio.run(_with_core(settings, lambda core: COMMANDS[_name(args)](core, args)))
-    except (CliError, ConfigError, OpenPGPError) as exc:
+    except (CliError, ConfigError, OpenPGPError, ChatStartError) as exc:
         print(f"lers: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

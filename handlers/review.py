@@ -49,14 +49,13 @@ class ReviewContext:
 async def authorize(db: Database, user_id: int, chat_id: int, chat_type: str,
                     allowed_chats: tuple[int, ...]) -> Reviewer | None:
     """The reviewer behind a chat update, if they may use the bot from this chat."""
-    if chat_type != "private" and chat_id not in allowed_chats:
-        return None
     async with db.transaction() as session:
         reviewer = await session.scalar(select(Reviewer).where(Reviewer.telegram_id == user_id))
-        if reviewer is None or not reviewer.active:
+        chat_allowed = chat_type == "private" or chat_id in allowed_chats
+        if reviewer is None or not reviewer.active or not chat_allowed:
             await audit.record(session, f"telegram:{user_id}", "chat.refused", None,
                                chat_id=chat_id, chat_type=chat_type,
-                               registered=reviewer is not None)
+                               registered=reviewer is not None, chat_allowed=chat_allowed)
             return None
         return reviewer
 

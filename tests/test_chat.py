@@ -1,0 +1,162 @@
+"""Reviewers in Telegram, end to end: the real python-telegram-bot Application of the gateway
+talks to a stand-in Bot API on loopback; officers' mail and the gateway's replies go over real
+SMTP. Tests inject what reviewers type and assert on what the bot sent them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from handlers.enrolment import add_reviewer
+from tests.conftest import GatewayFactory, Harness
+from tests.support.mail_factory import Attachment, pdf_bytes, request_body, signed_request_mail
+from tests.support.officer_keys import TestKey
+from tests.support.telegram_stub import FakeBotApi, SentCall
+
+TOKEN = "424242:lers-test-token"
+RITA, ANNA, BERT, STRANGER = 1001, 1002, 1003, 6666
+GROUP = -100500
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeBotApi]:
+    async with FakeBotApi(TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def chat_gateway(api: FakeBotApi, make_gateway: GatewayFactory, alice: TestKey) -> Harness:
+    """(The stub is set up first, so it is torn down after the gateway's bot has stopped.)"""
+    harness: Harness = await make_gateway(**{
+        "telegram.enabled": "true", "telegram.token": TOKEN, "telegram.base_url": api.base_url,
+        "telegram.base_file_url": api.base_file_url, "telegram.poll_timeout_seconds": "1",
+        "telegram.allowed_chats": str(GROUP),
+    })
+    await harness.enrol(alice)
+    await add_reviewer(harness.core, RITA, "Rita", "reviewer")
+    await add_reviewer(harness.core, ANNA, "Anna", "approver")
+    await add_reviewer(harness.core, BERT, "Bert", "approver")
+    return harness
+
+
+async def say(api: FakeBotApi, user: int, text: str, chat: int | None = None,
+              chat_type: str = "private") -> SentCall:
+    """Type `text` as `user` and wait for the bot's next message to that chat."""
+    chat_id = user if chat is None else chat
+    already = len(api.sent)
+    api.inject_message(chat_id, user, text, chat_type=chat_type)
+    return await api.wait_for_sent(lambda c: c.method == "sendMessage" and c.chat_id == chat_id,
+                                   timeout=10, after=already)
+
+
+async def submit(gateway: Harness, officer: TestKey, **fields: str) -> str:
+    mail = signed_request_mail(gateway.ring, officer, from_addr=officer.email, body=request_body(**fields),
+                               attachments=[Attachment("order.pdf", "application/pdf", pdf_bytes("Order"))])
+    await gateway.send(mail)
+    await gateway.settle()
+    return str((await gateway.requests())[-1]["ref"])
+
+
+async def test_strangers_and_unlisted_groups_get_one_neutral_refusal(
+        chat_gateway: Harness, api: FakeBotApi) -> None:
+    refusal = await say(api, STRANGER, "/queue")
+    assert refusal.params["text"] == "Sorry, this bot is not available to you."
+    in_group = await say(api, RITA, "/queue", chat=-999, chat_type="group")
+    assert in_group.params["text"] == "Sorry, this bot is not available to you."
+    allowed = await say(api, RITA, "/queue", chat=GROUP, chat_type="supergroup")
+    assert allowed.params["text"] == "The queue is empty."
+    from sqlalchemy import select
+
+    from gateway.models import AuditEntry
+    async with chat_gateway.core.db.transaction() as session:
+        refused = list(await session.scalars(select(AuditEntry).where(AuditEntry.action == "chat.refused")))
+    assert [e.actor for e in refused] == [f"telegram:{STRANGER}", f"telegram:{RITA}"]
+
+
+async def test_a_request_from_arrival_to_final_response_in_chat(
+        chat_gateway: Harness, api: FakeBotApi, alice: TestKey) -> None:
+    ref = await submit(chat_gateway, alice, type="court_order")
+    # every reviewer is told, with buttons
+    for reviewer in (RITA, ANNA, BERT):
+        notice = await api.wait_for_sent(
+            lambda c, r=reviewer: c.method == "sendMessage" and c.chat_id == r and ref in c.params["text"],
+            timeout=10)
+        assert notice.params["text"].startswith(f"New request {ref}: court_order from {alice.email}")
+        assert "Show" in str(notice.params.get("reply_markup"))
+
+    queue = await say(api, RITA, "/queue")
+    assert ref in queue.params["text"] and "received" in queue.params["text"]
+
+    shown = await say(api, RITA, f"/show {ref}")
+    text = shown.params["text"]
+    assert f"Officer: Alice Officer <{alice.email}>, Test Police" in text
+    assert "Type: court_order" in text and "Case: 2026-CR-0042" in text
+    assert f"signed by {alice.fingerprint}" in text
+
+    already = len(api.sent)
+    api.inject_message(RITA, RITA, f"/docs {ref}")
+    document = await api.wait_for_sent(lambda c: c.method == "sendDocument", timeout=10, after=already)
+    [sent] = api.documents_to(RITA)
+    assert sent.data.startswith(b"%PDF") and "sha256 " in (sent.caption or "")
+    assert document.chat_id == RITA
+
+    asked = await say(api, RITA, f"/ask {ref} Please confirm the account number.")
+    assert "Question sent to alice@police.test" in asked.params["text"]
+    await chat_gateway.settle()
+    assert chat_gateway.replies(to=alice.email)[-1].subject == f"[{ref}] Question about your request"
+
+    await chat_gateway.send(signed_request_mail(chat_gateway.ring, alice, from_addr=alice.email,
+                                                body=f"reference: {ref}\n\nAccount 42, confirmed.\n"))
+    await chat_gateway.settle()
+    answered = await api.wait_for_sent(
+        lambda c: c.method == "sendMessage" and c.chat_id == ANNA
+        and c.params["text"].startswith(f"The officer answered on {ref}"), timeout=10)
+    assert "Account 42, confirmed." in answered.params["text"]
+
+    first = await say(api, ANNA, f"/approve {ref} lawful order")
+    assert "First approval" in first.params["text"]
+    same = await say(api, ANNA, f"/approve {ref}")
+    assert "already approved" in same.params["text"]
+    final = await say(api, BERT, f"/approve {ref} second check done")
+    assert f"{ref} approved" in final.params["text"]
+    await chat_gateway.settle()
+    decision = chat_gateway.replies(to=alice.email)[-1]
+    assert decision.subject == f"[{ref}] Request approved"
+    assert "second check done" in decision.text
+
+
+async def test_errors_are_answered_plainly(chat_gateway: Harness, api: FakeBotApi, alice: TestKey) -> None:
+    assert "No request LERS-2026-999999" in (await say(api, RITA, "/show LERS-2026-999999")).params["text"]
+    assert (await say(api, RITA, "/show")).params["text"] == "Usage: /show REF"
+    assert "Unknown command" not in (await say(api, RITA, "/help")).params["text"]
+    ref = await submit(chat_gateway, alice, type="preservation")
+    denied = await say(api, RITA, f"/approve {ref}")
+    assert denied.params["text"] == "Only an approver or admin may approve requests; your role is reviewer."
+    await say(api, ANNA, f"/reject {ref} outside our jurisdiction")
+    late = await say(api, BERT, f"/approve {ref}")
+    assert late.params["text"] == f"{ref} is rejected: it cannot be decided now."
+
+
+async def test_the_approve_button_asks_for_confirmation(
+        chat_gateway: Harness, api: FakeBotApi, alice: TestKey) -> None:
+    ref = await submit(chat_gateway, alice, type="preservation")
+    shown = await say(api, ANNA, f"/show {ref}")
+    already = len(api.sent)
+    api.inject_callback(ANNA, ANNA, f"approve:{ref}", shown.result["message_id"])
+    confirm = await api.wait_for_sent(lambda c: c.method == "sendMessage" and c.chat_id == ANNA,
+                                      timeout=10, after=already)
+    assert confirm.params["text"] == f"Approve {ref}? The decision is sent to the officer."
+    assert (await chat_gateway.requests())[-1]["status"] == "received"
+    already = len(api.sent)
+    api.inject_callback(ANNA, ANNA, f"approve!:{ref}", confirm.result["message_id"])
+    done = await api.wait_for_sent(lambda c: c.method == "sendMessage" and c.chat_id == ANNA,
+                                   timeout=10, after=already)
+    assert f"{ref} approved" in done.params["text"]
+
+
+async def test_a_429_from_the_bot_api_is_waited_out(chat_gateway: Harness, api: FakeBotApi) -> None:
+    api.fail_next("sendMessage", status=429, retry_after=1)
+    reply = await say(api, RITA, "/queue")
+    assert reply.params["text"] == "The queue is empty."
+    assert [r.status for r in api.requests if r.method == "sendMessage"][-2:] == [429, 200]
