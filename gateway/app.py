@@ -15,6 +15,7 @@ from gateway.config import Settings
 from gateway.db import Database
 from gateway.outbox import OutboxSender, release_sending
 from gateway.pgp import OpenPGP
+from gateway.scheduler import Scheduler
 from gateway.smtp import SmtpIngress, smtp_factory
 from gateway.worker import JobHandler, Worker
 from handlers.chain import ChainContext
@@ -70,6 +71,7 @@ class Gateway:
                              max_attempts=settings.worker.max_attempts,
                              poll_seconds=settings.worker.poll_seconds)
         self.outbox = OutboxSender(settings, core.db, core.pgp)
+        self.scheduler = Scheduler(settings, core.db, on_work=self.worker.wakeup.set)
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self._server: asyncio.Server | None = None
@@ -98,6 +100,7 @@ class Gateway:
             self.tasks.append(asyncio.create_task(self.worker.run(self.stop_event),
                                                    name=f"worker-{index}"))
         self.tasks.append(asyncio.create_task(self.outbox.run(self.stop_event), name="outbox"))
+        self.tasks.append(asyncio.create_task(self.scheduler.run(self.stop_event), name="scheduler"))
         log.info("gateway started", extra={"smtp": f"{settings.smtp.host}:{self.smtp_port}",
                                            "fingerprint": self.core.gateway_fingerprint,
                                            "database": settings.database_url.split("://")[0]})

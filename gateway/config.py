@@ -90,6 +90,28 @@ class ReviewSettings:
 
 
 @dataclass(frozen=True)
+class DeadlineSettings:
+    """Response targets, in hours from arrival, per request type; emergencies use their own."""
+
+    emergency_hours: float = 4.0
+    preservation_hours: float = 72.0
+    preservation_extension_hours: float = 72.0
+    emergency_disclosure_hours: float = 4.0
+    subpoena_hours: float = 240.0
+    court_order_hours: float = 240.0
+    search_warrant_hours: float = 240.0
+    mlat_hours: float = 720.0
+    asset_freeze_hours: float = 24.0
+    freeze_release_hours: float = 72.0
+    # reviewers are told once when a request's deadline is this close
+    warn_before_hours: float = 24.0
+    scheduler_interval_seconds: float = 60.0
+
+    def target_hours(self, request_type: str, emergency: bool) -> float:
+        return self.emergency_hours if emergency else float(getattr(self, f"{request_type}_hours"))
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -99,6 +121,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -278,6 +301,9 @@ def _check_semantics(s: Settings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    for deadline in dataclasses.fields(DeadlineSettings):
+        if getattr(s.deadlines, deadline.name) <= 0:
+            raise ConfigError(f"deadlines.{deadline.name}: must be greater than 0")
     non_negative = {
         "policy.max_signature_age_hours": s.policy.max_signature_age_hours,
         "policy.max_clock_skew_minutes": s.policy.max_clock_skew_minutes,

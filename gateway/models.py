@@ -145,6 +145,7 @@ class Request(Base):
     thread_message_id: Mapped[str] = mapped_column(String(998))
     thread_references: Mapped[list[Any]] = mapped_column(default=list)
     deadline: Mapped[datetime | None]
+    deadline_warned_at: Mapped[datetime | None]
     assigned_reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("reviewers.id"))
     decided_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

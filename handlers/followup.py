@@ -22,7 +22,7 @@ from gateway.models import Message, Officer, Request, RequestSubject, Review
 from gateway.outbox import queue_reply
 from handlers.chain import Evaluation
 from handlers.form import RequestForm, Subject, missing_fields
-from handlers.intake import queue_status_reply, refuse_form, store_documents
+from handlers.intake import queue_status_reply, refuse_form, set_deadline, store_documents
 from handlers.notify import notify_reviewers
 from handlers.refs import find_refs
 from handlers.threading import reply_threading
@@ -74,6 +74,7 @@ async def handle_followup(session: AsyncSession, settings: Settings, message: Me
     has_document = any(a.content_type == "application/pdf" for a in request.attachments) or any(
         d.is_pdf for d in documents)
     request.missing_fields = missing_fields(merged, has_document)
+    set_deadline(request, settings)
     request.body_text = "\n\n".join(t for t in (request.body_text, evaluation.content.text) if t)
     if not request.missing_fields:
         request.status = "under_review" if asked else "received"

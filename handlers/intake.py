@@ -6,9 +6,12 @@ missing fields is registered as `awaiting_info` and the officer is asked for exa
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
+from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.documents import Document
 from gateway.models import Attachment, Message, Officer, Request, RequestSubject
@@ -37,6 +40,8 @@ async def handle_new_request(session: AsyncSession, settings: Settings, message:
     ref = await allocate_ref(session)
     request = _new_request(ref, form, officer, content.text, in_reply_to)
     request.thread_references = references
+    request.created_at = utcnow()
+    set_deadline(request, settings)
     request.subjects = [RequestSubject(type=s.type, value=s.value) for s in form.subjects]
     session.add(request)
     await session.flush()
@@ -105,6 +110,13 @@ def store_documents(session: AsyncSession, request: Request, message: Message,
             size=len(document.attachment.data), data=document.attachment.data,
             extracted_text=document.text, extraction_error=document.error,
         ))
+
+
+def set_deadline(request: Request, settings: Settings) -> None:
+    """The response target, once the type is known (DESIGN.md: deadlines per request type)."""
+    if request.type and request.deadline is None:
+        hours = settings.deadlines.target_hours(request.type, request.emergency)
+        request.deadline = (request.created_at or utcnow()) + timedelta(hours=hours)
 
 
 def _new_request(ref: str, form: RequestForm, officer: Officer, text: str,

@@ -105,7 +105,9 @@ async def show_queue(ctx: ReviewContext, reviewer: Reviewer) -> ChatReply:
     lines = [f"{len(requests)} open request(s):"]
     for r in requests:
         flag = "🚨 " if r.emergency else ""
-        due = f", due {r.deadline:%Y-%m-%d %H:%M}" if r.deadline else ""
+        due = ""
+        if r.deadline:
+            due = f", {'OVERDUE since' if r.deadline < utcnow() else 'due'} {r.deadline:%Y-%m-%d %H:%M}"
         lines.append(f"{flag}{r.ref} {r.type or '?'} · {r.status.replace('_', ' ')} · "
                      f"{_age(r)} old{due} · {r.officer.agency.name}")
     return ChatReply("\n".join(lines))

@@ -3,6 +3,9 @@ four-eyes approvals, questions to the officer and the answer threading back, the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
@@ -129,3 +132,31 @@ async def test_queue_puts_emergencies_first_and_every_command_is_audited(
         actions = [(e.actor, e.action) for e in await session.scalars(
             select(AuditEntry).where(AuditEntry.actor == "reviewer:1001").order_by(AuditEntry.id))]
     assert actions == [("reviewer:1001", "review.queue"), ("reviewer:1001", "review.assign")]
+
+
+@pytest.fixture
+def clock() -> Iterator[Callable[[float], None]]:
+    """Move the gateway's clock forward by some hours (tests never sleep for time to pass)."""
+    from gateway import clock as gateway_clock
+
+    def advance(hours: float) -> None:
+        gateway_clock.set_offset(timedelta(hours=hours))
+
+    yield advance
+    gateway_clock.set_offset(timedelta(0))
+
+
+async def test_reviewers_are_told_once_when_a_deadline_nears(
+        gateway: Harness, alice: TestKey, clock: Callable[[float], None]) -> None:
+    ref = await new_request(gateway, alice, type="preservation")  # 72 h target
+    scheduler = gateway.gateway.scheduler
+    assert await scheduler.run_once() == 0
+    clock(49)
+    assert await scheduler.run_once() == 1
+    assert await scheduler.run_once() == 0  # once only
+    await gateway.settle()
+    async with gateway.core.db.transaction() as session:
+        texts = [j.payload["text"] for j in await session.scalars(
+            select(Job).where(Job.kind == "chat_notify").order_by(Job.id))]
+    assert texts[-1].startswith(f"⏰ {ref} (preservation, received) is due ")
+    assert texts[-1].endswith("in 23 h.")

@@ -1,0 +1,77 @@
+"""Time-based work: each task is a function of "now" that finds what is due and does it once.
+
+The clock is `gateway.clock`, so tests move time instead of sleeping; every task records what it
+did, so running it twice (or after a restart) does nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from gateway import audit
+from gateway.clock import utcnow
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.models import Request
+from handlers.notify import notify_reviewers
+from handlers.review import OPEN_STATES
+
+log = logging.getLogger(__name__)
+
+
+async def warn_of_deadlines(settings: Settings, db: Database) -> int:
+    """Tell reviewers once about each open request whose deadline is near (or past)."""
+    now = utcnow()
+    horizon = now + timedelta(hours=settings.deadlines.warn_before_hours)
+    async with db.transaction() as session:
+        due = list(await session.scalars(
+            select(Request).where(Request.status.in_(OPEN_STATES), Request.deadline.is_not(None),
+                                  Request.deadline <= horizon, Request.deadline_warned_at.is_(None))
+            .order_by(Request.deadline)))
+        for request in due:
+            assert request.deadline is not None
+            left = request.deadline - now
+            when = (f"in {left.total_seconds() / 3600:.0f} h" if left.total_seconds() > 0
+                    else f"{-left.total_seconds() / 3600:.0f} h ago")
+            notify_reviewers(session, f"⏰ {request.ref} ({request.type}, "
+                             f"{request.status.replace('_', ' ')}) is due "
+                             f"{request.deadline:%Y-%m-%d %H:%M} UTC, {when}.",
+                             ref=request.ref, emergency=request.emergency)
+            request.deadline_warned_at = now
+            await audit.record(session, "system", "request.deadline_warning", request.ref,
+                               deadline=request.deadline.isoformat())
+        return len(due)
+
+
+Task = Callable[[Settings, Database], Awaitable[int]]
+TASKS: tuple[Task, ...] = (warn_of_deadlines,)
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, db: Database, on_work: Callable[[], None]) -> None:
+        self.settings = settings
+        self.db = db
+        self.on_work = on_work
+
+    async def run_once(self) -> int:
+        done = 0
+        for task in TASKS:
+            try:
+                done += await task(self.settings, self.db)
+            except Exception:
+                log.exception("scheduled task failed", extra={"task": task.__name__})
+        if done:
+            self.on_work()
+        return done
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.deadlines.scheduler_interval_seconds)
