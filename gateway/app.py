@@ -62,10 +62,14 @@ class Gateway:
         self.core = core
         settings = core.settings
         self.ctx = ChainContext(settings, core.db, core.pgp)
-        self.chat = ChatBot(settings, core.db) if settings.telegram.enabled else None
+        self.chat = None
+        if settings.telegram.enabled:
+            self.chat = ChatBot(settings, core.db, on_stored=self._wake_worker)
+        closed = partial(notifications_disabled, core.db)
         handlers: dict[str, JobHandler] = {
             "inbound": self._inbound,
-            "chat_notify": self.chat.notify if self.chat else partial(notifications_disabled, core.db),
+            "chat_notify": self.chat.notify if self.chat else closed,
+            "chat_reply": self.chat.reply_job if self.chat else closed,
         }
         self.worker = Worker(core.db, handlers, lease_seconds=settings.worker.lease_seconds,
                              max_attempts=settings.worker.max_attempts,
@@ -76,6 +80,9 @@ class Gateway:
         self.tasks: list[asyncio.Task[None]] = []
         self._server: asyncio.Server | None = None
         self.smtp_port: int | None = None
+
+    def _wake_worker(self) -> None:
+        self.worker.wakeup.set()
 
     async def _inbound(self, job: object) -> None:
         await process_inbound(self.ctx, job)  # type: ignore[arg-type]

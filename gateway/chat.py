@@ -12,18 +12,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
-from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, CommandHandler, ContextTypes
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from gateway import queue
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.models import Job, Reviewer
+from gateway.ingest import ingest
+from gateway.mime import chat_file_message, chat_text_message
+from gateway.models import Job, Officer, Reviewer
 from handlers import review
 from handlers.review import ChatReply, ReviewContext, ReviewError
 
@@ -34,6 +45,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 REFUSAL = "Sorry, this bot is not available to you."
 MAX_TEXT = 4000  # Telegram's limit is 4096 characters per message
 SEND_ATTEMPTS = 5
+PENDING_FILE_SECONDS = 600  # how long a file waits in memory for its signature
 
 Command = Callable[[ReviewContext, Reviewer, list[str]], Awaitable[ChatReply]]
 
@@ -109,8 +121,9 @@ class ChatStartError(Exception):
 class ChatBot:
     """The running bot: long polling for reviewers' updates, and the notification job handler."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: Settings, db: Database, on_stored: Callable[[], None]) -> None:
         self.settings = settings
+        self.on_stored = on_stored
         self.ctx = ReviewContext(settings, db)
         self.db = db
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
@@ -124,6 +137,11 @@ class ChatBot:
         for name in COMMANDS:
             self.app.add_handler(CommandHandler(name, self.on_command))
         self.app.add_handler(CallbackQueryHandler(self.on_button))
+        self.app.add_handler(MessageHandler(
+            filters.ChatType.PRIVATE & (filters.TEXT | filters.Document.ALL) & ~filters.COMMAND,
+            self.on_officer_message))
+        # a file waiting for its detached signature, per Telegram user: (name, bytes, since)
+        self.pending_files: dict[int, tuple[str, bytes, float]] = {}
         self.app.add_error_handler(self.on_error)
 
     async def start(self) -> None:
@@ -205,6 +223,71 @@ class ChatBot:
             reply = await self.run_command(verb, reviewer, [ref])
         await self.send(update.effective_chat.id, reply)
 
+    # --- officers' submissions ------------------------------------------------------------
+
+    async def on_officer_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A clearsigned text, or a file then its detached signature, from a registered officer.
+
+        The chat account only tells us which officer claims to write; the signature decides, as
+        for email: the message goes through the same `ingest` and the same acceptance rules.
+        """
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None:
+            return
+        async with self.db.transaction() as session:
+            officer = await session.scalar(select(Officer).where(Officer.telegram_id == user.id,
+                                                                 Officer.status == "active"))
+        if officer is None:
+            is_reviewer = await session_has_reviewer(self.db, user.id)
+            await self.send(user.id, ChatReply("Commands start with /; /help lists them."
+                                               if is_reviewer else REFUSAL))
+            return
+        origin = f"telegram user {user.id}"
+        if message.document is not None:
+            raw = await self._officer_file(user.id, message, officer.email, origin)
+            if raw is None:
+                return
+        elif message.text and "-----BEGIN PGP SIGNED MESSAGE-----" in message.text:
+            raw = chat_text_message(officer.email, self.settings.gateway.address, message.text, origin)
+        else:
+            await self.send(user.id, ChatReply(
+                "Send a request as a cleartext-signed text (gpg --clearsign), or as a file "
+                "(request.toml, request.json, a PDF) followed by its detached signature (.asc)."))
+            return
+        result = await ingest(self.db, raw, transport="chat", peer=f"telegram:{user.id}",
+                              envelope_from=officer.email)
+        self.on_stored()
+        await self.send(user.id, ChatReply("Already received; it is not processed twice."
+                                           if result.duplicate else "Received; checking the signature…"))
+
+    async def _officer_file(self, user_id: int, message: Any, email: str, origin: str) -> bytes | None:
+        document = message.document
+        name = document.file_name or "file"
+        if (document.file_size or 0) > self.settings.smtp.max_message_bytes:
+            await self.send(user_id, ChatReply(f"{name} is larger than the limit of "
+                                               f"{self.settings.smtp.max_message_bytes} bytes."))
+            return None
+        data = bytes(await self._with_retry(
+            lambda: _download(document)))
+        waiting = self.pending_files.pop(user_id, None)
+        if waiting is not None and time.monotonic() - waiting[2] > PENDING_FILE_SECONDS:
+            waiting = None
+        if name.lower().endswith((".asc", ".sig")):
+            if waiting is None:
+                await self.send(user_id, ChatReply("Send the file first, then its detached signature."))
+                return None
+            return chat_file_message(email, self.settings.gateway.address, waiting[0], waiting[1], data,
+                                     origin)
+        self.pending_files[user_id] = (name, data, time.monotonic())
+        await self.send(user_id, ChatReply(f"Got {name}. Now send its detached signature "
+                                           f"(gpg --detach-sign --armor {name})."))
+        return None
+
+    async def reply_job(self, job: Job) -> None:
+        """The `chat_reply` job: answer someone who wrote to the bot."""
+        await self.send(int(job.payload["telegram_id"]), ChatReply(job.payload["text"]))
+        await queue.finish(self.db, job)
+
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram handler failed", exc_info=context.error)
 
@@ -252,6 +335,17 @@ class ChatBot:
         for chat_id in chat_ids:
             await self.send(chat_id, reply)
         await queue.finish(self.db, job)
+
+
+async def _download(document: Any) -> bytearray:
+    telegram_file = await document.get_file()
+    return await telegram_file.download_as_bytearray()
+
+
+async def session_has_reviewer(db: Database, telegram_id: int) -> bool:
+    async with db.transaction() as session:
+        return await session.scalar(select(Reviewer.id).where(Reviewer.telegram_id == telegram_id,
+                                                              Reviewer.active.is_(True))) is not None
 
 
 async def notifications_disabled(db: Database, job: Job) -> None:

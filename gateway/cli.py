@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--agency", required=True)
     add.add_argument("--key", type=Path, required=True, help="the officer's public key (armored)")
     add.add_argument("--name")
+    add.add_argument("--telegram-id", type=int, help="their Telegram user id, to submit through the bot")
 
     reviewer = commands.add_parser("reviewer", help="manage reviewers (Telegram)").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -152,7 +153,8 @@ async def cmd_agency_add(core: Core, args: argparse.Namespace) -> int:
 async def cmd_officer_add(core: Core, args: argparse.Namespace) -> int:
     from handlers.enrolment import EnrolmentError, add_officer
     try:
-        officer = await add_officer(core, args.email, args.agency, _read(args.key), args.name)
+        officer = await add_officer(core, args.email, args.agency, _read(args.key), args.name,
+                                    telegram_id=args.telegram_id)
     except EnrolmentError as exc:
         raise CliError(str(exc)) from exc
     print(f"officer enrolled: {officer.email} key {officer.key_fingerprint}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import quopri
 import re
 from dataclasses import dataclass, field
@@ -58,7 +59,16 @@ class PgpMimeEncrypted:
     ciphertext: bytes
 
 
-SignedStructure = PgpMimeSigned | InlineSigned | PgpMimeEncrypted
+@dataclass(frozen=True)
+class DetachedFile:
+    """A file and its detached signature, as an officer sends them to the chat bot."""
+
+    filename: str
+    data: bytes
+    signature: bytes
+
+
+SignedStructure = PgpMimeSigned | InlineSigned | PgpMimeEncrypted | DetachedFile
 
 
 @dataclass(frozen=True)
@@ -387,3 +397,70 @@ def _part_text(part: EmailMessage) -> str:
         payload = part.get_payload(decode=True)
         content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
     return str(content).replace("\r\n", "\n")
+
+
+# --- what arrives through the chat bot ------------------------------------------------------
+# The chat layer stores what an officer sent as a small MIME message of its own making, so that
+# every transport keeps raw bytes the same way. Its From is the officer's registered address
+# (looked up from their Telegram id); the signature must still be theirs, as for email.
+
+CHAT_FILE_PARAM = "x-lers-chat-file"
+
+
+def chat_text_message(from_addr: str, to_addr: str, text: str, origin: str) -> bytes:
+    """A clearsigned text sent in chat, stored as a text/plain message."""
+    headers = [f"From: <{from_addr}>", f"To: <{to_addr}>", f"X-LERS-Origin: {origin}",
+               "MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"',
+               "Content-Transfer-Encoding: base64"]
+    body = base64.encodebytes(text.encode("utf-8"))
+    return "\r\n".join(headers).encode() + b"\r\n\r\n" + canonical_line_endings(body)
+
+
+def chat_file_message(from_addr: str, to_addr: str, filename: str, data: bytes, signature: bytes,
+                      origin: str) -> bytes:
+    """A file and its detached signature sent in chat, stored as a two-part message."""
+    boundary = "lers-chat-" + hashlib.sha256(data + signature).hexdigest()[:32]
+    safe_filename = filename.replace('"', "_").replace("\\", "_")[:200]
+    parts = [
+        "\r\n".join([f"From: <{from_addr}>", f"To: <{to_addr}>", f"X-LERS-Origin: {origin}",
+                      "MIME-Version: 1.0",
+                      f'Content-Type: multipart/mixed; {CHAT_FILE_PARAM}="1"; boundary="{boundary}"',
+                      "", ""]).encode(),
+        f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+        f'Content-Disposition: attachment; filename="{safe_filename}"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n".encode(),
+        canonical_line_endings(base64.encodebytes(data)),
+        f"--{boundary}\r\nContent-Type: application/pgp-signature\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n".encode(),
+        canonical_line_endings(base64.encodebytes(signature)),
+        f"--{boundary}--\r\n".encode(),
+    ]
+    return b"".join(parts)
+
+
+def split_chat_message(raw: bytes) -> SignedStructure | Refusal:
+    """Judge what came through the chat bot: a cleartext-signed text, or a file and its signature."""
+    entity = canonical_line_endings(raw)
+    head, body = split_head_body(entity)
+    headers = parse_headers(head)
+    if headers.get_content_type() != "multipart/mixed" or not headers.get_param(CHAT_FILE_PARAM):
+        return split_signed(raw, allow_inline=True)
+    parts = _split_parts(headers, body)
+    if isinstance(parts, Refusal) or len(parts) != 2:
+        return Refusal("bad_structure", "a chat upload must be one file and its signature")
+    file_head, file_body = split_head_body(parts[0])
+    sig_head, sig_body = split_head_body(parts[1])
+    file_headers, sig_headers = parse_headers(file_head), parse_headers(sig_head)
+    data = _decode_transfer(file_body, file_headers)
+    signature = _decode_transfer(sig_body, sig_headers)
+    if data is None or signature is None:
+        return Refusal("bad_structure", "the chat upload cannot be decoded")
+    if b"-----BEGIN PGP" not in signature:
+        if packet_tags(signature) != [2]:
+            return Refusal("not_a_detached_signature",
+                           "the second file must be the detached signature (.asc or .sig) of the first")
+    else:
+        problem = check_detached_signature_armor(signature)
+        if problem:
+            return problem
+    return DetachedFile(filename=file_headers.get_filename() or "file", data=data, signature=signature)

@@ -7,7 +7,7 @@ agree with the key and the officer's record.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy
 from email.headerregistry import AddressHeader
@@ -17,15 +17,18 @@ from sqlalchemy import select
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.mime import (
+    DetachedFile,
     InlineSigned,
     PgpMimeEncrypted,
     PgpMimeSigned,
+    ReceivedAttachment,
     Refusal,
     SignedContent,
     canonical_line_endings,
     parse_headers,
     read_inline_content,
     read_signed_content,
+    split_chat_message,
     split_head_body,
     split_signed,
 )
@@ -43,7 +46,7 @@ class Evaluation:
     from_address: str | None = None  # the single From addr-spec, when it parsed cleanly
     officer_id: int | None = None  # the officer proven by the signature, when there is one
     replay_key: str | None = None
-    notes: dict[str, str] = field(default_factory=dict)
+    transport: str = "smtp"
 
     @property
     def accepted(self) -> bool:
@@ -62,9 +65,10 @@ class ChainContext:
     pgp: OpenPGP
 
 
-async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int) -> Evaluation:
+async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
+                   transport: str = "smtp") -> Evaluation:
     """Run every rule in order; stop at the first refusal."""
-    result = Evaluation()
+    result = Evaluation(transport=transport)
     outer_from = outer_from_address(raw)
     result.from_address = outer_from if isinstance(outer_from, str) else None
     for rule in (check_signature, check_identity, check_freshness, check_replay):
@@ -78,7 +82,10 @@ async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message
 async def check_signature(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
                           result: Evaluation) -> Refusal | None:
     """Rules 1 and 2: only what the one good signature covers is read."""
-    structure = split_signed(raw, allow_inline=ctx.settings.policy.allow_inline_pgp)
+    if result.transport == "chat":  # the chat layer built this container; the content is judged
+        structure = split_chat_message(raw)
+    else:
+        structure = split_signed(raw, allow_inline=ctx.settings.policy.allow_inline_pgp)
     if isinstance(structure, Refusal):
         return structure
     if isinstance(structure, PgpMimeEncrypted):
@@ -86,9 +93,14 @@ async def check_signature(ctx: ChainContext, raw: bytes, received_at: datetime, 
     return await _check_signed(ctx, structure, result)
 
 
-async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSigned,
+async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSigned | DetachedFile,
                         result: Evaluation) -> Refusal | None:
-    if isinstance(structure, PgpMimeSigned):
+    if isinstance(structure, DetachedFile):
+        check = await ctx.pgp.verify_detached_signature(structure.data, structure.signature)
+        signed_bytes = structure.data
+        content = SignedContent(text="", attachments=(ReceivedAttachment(
+            structure.filename, _guess_type(structure.filename), structure.data),)) if check.ok else None
+    elif isinstance(structure, PgpMimeSigned):
         check = await ctx.pgp.verify_detached_signature(structure.signed_bytes, structure.signature)
         signed_bytes = structure.signed_bytes
         content = read_signed_content(signed_bytes) if check.ok else None
@@ -195,6 +207,15 @@ async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, mes
         return Refusal("replay", "this signed message was already received; a copy is not "
                        "processed twice")
     return None
+
+
+def _guess_type(filename: str) -> str:
+    lowered = filename.lower()
+    if lowered.endswith(".pdf"):
+        return "application/pdf"
+    if lowered.endswith((".toml", ".json", ".txt")):
+        return "text/plain"
+    return "application/octet-stream"
 
 
 def _replay_key(check: SignatureCheck, signed_bytes: bytes) -> str:

@@ -46,7 +46,8 @@ async def add_agency(core: Core, name: str, domain: str, country: str | None = N
 
 
 async def add_officer(core: Core, email: str, agency_name: str, key_data: bytes,
-                      name: str | None = None, actor: str = "operator") -> Officer:
+                      name: str | None = None, actor: str = "operator",
+                      telegram_id: int | None = None) -> Officer:
     email = email.strip().lower()
     if email.count("@") != 1 or " " in email:
         raise EnrolmentError(f"{email!r} is not an email address")
@@ -75,7 +76,11 @@ async def add_officer(core: Core, email: str, agency_name: str, key_data: bytes,
             raise EnrolmentError(f"an officer with address {email} is already enrolled")
         if await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint)):
             raise EnrolmentError(f"the key {fingerprint} is already registered to another officer")
-        officer = Officer(email=email, name=name, agency_id=agency.id, key_fingerprint=fingerprint)
+        if telegram_id is not None and await session.scalar(
+                select(Officer).where(Officer.telegram_id == telegram_id)):
+            raise EnrolmentError(f"Telegram user {telegram_id} is already an officer's chat account")
+        officer = Officer(email=email, name=name, agency_id=agency.id, key_fingerprint=fingerprint,
+                          telegram_id=telegram_id)
         session.add(officer)
         await session.flush()
         existing = await session.get(Key, fingerprint)
@@ -83,7 +88,7 @@ async def add_officer(core: Core, email: str, agency_name: str, key_data: bytes,
             session.add(Key(fingerprint=fingerprint, owner_type="officer", owner_id=officer.id,
                             user_ids=list(status.user_ids), expires_at=status.expires_at))
         await audit.record(session, actor, "officer.enrolled", email, agency=agency_name,
-                           key=fingerprint)
+                           key=fingerprint, telegram_id=telegram_id)
         return officer
 
 

@@ -13,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import queue
 from gateway.config import Settings
 from gateway.documents import Document, prepare_documents
-from gateway.models import Job, Message, Officer
+from gateway.models import Job, Message, Officer, Request
 from handlers.chain import ChainContext, Evaluation, evaluate
 from handlers.followup import handle_followup, referenced_request
 from handlers.form import read_request_form
 from handlers.intake import handle_new_request
+from handlers.notify import tell_chat_sender
 from handlers.refusals import quarantine
 
 
@@ -45,8 +46,8 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
         if message is None or message.state != "received":
             queue.mark_done(session, await session.get(Job, job.id) or job)
             return
-        raw, received_at = message.raw, message.received_at
-    evaluation = await evaluate(ctx, raw, received_at, message.id)
+        raw, received_at, transport = message.raw, message.received_at, message.transport
+    evaluation = await evaluate(ctx, raw, received_at, message.id, transport)
     documents = []
     if evaluation.accepted and evaluation.content is not None:
         documents = await prepare_documents(evaluation.content.attachments)
@@ -67,6 +68,23 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
                 await route(session, ctx.settings, message, officer, evaluation, documents)
             else:
                 await quarantine(session, ctx.settings, message, evaluation)
+            if message.transport == "chat":
+                await _answer_in_chat(session, message)
             queue.mark_done(session, fresh_job)
     except IntegrityError as exc:
         raise RetryJob("a copy of this signed message was processed at the same time") from exc
+
+
+async def _answer_in_chat(session: AsyncSession, message: Message) -> None:
+    """What came through the chat bot is also answered there, briefly; email carries the rest."""
+    telegram_id = int((message.peer or "telegram:0").partition(":")[2] or 0)
+    if not telegram_id:
+        return
+    if message.state == "accepted" and message.request_id is not None:
+        request = await session.get(Request, message.request_id)
+        assert request is not None
+        text = (f"Received and verified: {request.ref}, now {request.status.replace('_', ' ')}. "
+                "The signed, encrypted acknowledgement was sent to your registered email address.")
+    else:
+        text = f"Not accepted: {message.reason_detail or message.reason}."
+    tell_chat_sender(session, telegram_id, text)

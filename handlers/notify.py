@@ -12,3 +12,8 @@ def notify_reviewers(session: AsyncSession, text: str, *, ref: str | None = None
                      emergency: bool = False) -> None:
     """Queue a notification inside the caller's transaction; `ref` adds Show/Docs buttons."""
     queue.enqueue(session, "chat_notify", payload={"text": text, "ref": ref, "emergency": emergency})
+
+
+def tell_chat_sender(session: AsyncSession, telegram_id: int, text: str) -> None:
+    """Answer whoever sent a message through the chat bot (their Telegram id, known to us)."""
+    queue.enqueue(session, "chat_reply", payload={"telegram_id": telegram_id, "text": text})

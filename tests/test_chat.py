@@ -160,3 +160,69 @@ async def test_a_429_from_the_bot_api_is_waited_out(chat_gateway: Harness, api: 
     reply = await say(api, RITA, "/queue")
     assert reply.params["text"] == "The queue is empty."
     assert [r.status for r in api.requests if r.method == "sendMessage"][-2:] == [429, 200]
+
+
+OFFICER_CHAT = 5005
+
+
+@pytest.fixture
+async def officer_in_chat(chat_gateway: Harness, bob: TestKey) -> TestKey:
+    """Bob, enrolled with his Telegram account (alice is enrolled by email only)."""
+    from handlers.enrolment import add_officer
+    await add_officer(chat_gateway.core, bob.email, "Test Police", bob.public_armored, bob.name,
+                      telegram_id=OFFICER_CHAT)
+    return bob
+
+
+async def answer_to_officer(api: FakeBotApi, after: int, starting: str) -> str:
+    call = await api.wait_for_sent(
+        lambda c: c.method == "sendMessage" and c.chat_id == OFFICER_CHAT
+        and c.params["text"].startswith(starting), timeout=15, after=after)
+    return str(call.params["text"])
+
+
+async def test_an_officer_submits_a_clearsigned_request_in_chat(
+        chat_gateway: Harness, api: FakeBotApi, officer_in_chat: TestKey) -> None:
+    text = chat_gateway.ring.clearsign(officer_in_chat, request_body(type="preservation").encode()).decode()
+    already = len(api.sent)
+    api.inject_message(OFFICER_CHAT, OFFICER_CHAT, text)
+    assert await answer_to_officer(api, already, "Received; checking the signature")
+    await chat_gateway.settle()
+    answer = await answer_to_officer(api, already, "Received and verified: LERS-")
+    [request] = await chat_gateway.requests()
+    assert request["ref"] in answer and request["officer"] == officer_in_chat.email
+    [ack] = chat_gateway.replies(to=officer_in_chat.email)  # and by email, signed and encrypted
+    assert ack.subject == f"[{request['ref']}] Request received"
+
+
+async def test_an_officer_sends_a_signed_file_in_chat(
+        chat_gateway: Harness, api: FakeBotApi, officer_in_chat: TestKey) -> None:
+    form = (b'type = "preservation"\ncase_number = "CHAT-1"\nlegal_basis = "2703(f)"\n'
+            b'data_categories = ["subscriber_information"]\n'
+            b'[[subjects]]\ntype = "email"\nvalue = "x@example.com"\n')
+    signature = chat_gateway.ring.sign_detached(officer_in_chat, form)
+    already = len(api.sent)
+    api.inject_document(OFFICER_CHAT, OFFICER_CHAT, "request.toml", form)
+    assert "Now send its detached signature" in await answer_to_officer(api, already, "Got request.toml")
+    api.inject_document(OFFICER_CHAT, OFFICER_CHAT, "request.toml.asc", signature)
+    await chat_gateway.settle()
+    await answer_to_officer(api, already, "Received and verified: LERS-")
+    [request] = await chat_gateway.requests()
+    assert request["case_number"] == "CHAT-1"
+
+
+async def test_the_chat_account_alone_is_not_enough(
+        chat_gateway: Harness, api: FakeBotApi, officer_in_chat: TestKey, alice: TestKey) -> None:
+    """Bob's Telegram account sending text signed by alice's key is refused like forged mail."""
+    text = chat_gateway.ring.clearsign(alice, request_body(type="preservation").encode()).decode()
+    already = len(api.sent)
+    api.inject_message(OFFICER_CHAT, OFFICER_CHAT, text)
+    await chat_gateway.settle()
+    refusal = await answer_to_officer(api, already, "Not accepted:")
+    assert "belongs to a different officer" in refusal
+    assert await chat_gateway.requests() == []
+    assert [q["reason"] for q in await chat_gateway.quarantine()] == ["from_mismatch"]
+    unsigned = await say(api, OFFICER_CHAT, "please send me the data of account 42")
+    assert unsigned.params["text"].startswith("Send a request as a cleartext-signed text")
+    stranger = await say(api, STRANGER, "-----BEGIN PGP SIGNED MESSAGE-----")
+    assert stranger.params["text"] == "Sorry, this bot is not available to you."
