@@ -49,7 +49,8 @@ async def open_core(settings: Settings) -> Core:
         database_file = settings.data_dir / "lers.db"
         if database_file.exists():
             os.chmod(database_file, 0o600)
-    pgp = OpenPGP(settings.gnupg_home, threads=settings.worker.gpg_threads)
+    pgp = OpenPGP(settings.gnupg_home, threads=settings.worker.gpg_threads,
+                  max_plaintext_bytes=4 * settings.smtp.max_message_bytes)
     fingerprint, created = await pgp.ensure_gateway_key(settings.gateway.address,
                                                         settings.gateway.name)
     return Core(settings, db, pgp, fingerprint, created)

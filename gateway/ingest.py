@@ -67,4 +67,4 @@ def _header_message_id(raw: bytes) -> str | None:
     """For display and threading hints only: outer headers are not covered by the signature."""
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
     value = headers.get("Message-ID")
-    return str(value).strip()[:998] if value else None
+    return "".join(str(value).split())[:998] if value else None  # unfolded, no whitespace at all

@@ -103,10 +103,42 @@ def parse_headers(head: bytes) -> Compat32Message:
     return BytesHeaderParser().parsebytes(head + b"\r\n", headersonly=True)
 
 
+MAX_HEADER_BLOCK = 64 * 1024
+MAX_HEADER_FIELD = 4 * 1024
+SINGLE_PARAMS = re.compile(rb"(?i)[;\s](boundary|protocol)\s*=")
+
+
+def header_problem(head: bytes) -> Refusal | None:
+    """Bound what the (slow, recursive) header parsers are given, before they see it.
+
+    The standard library's address and parameter parsers take quadratic time on some inputs, so an
+    unsigned header of a few hundred kilobytes could stall the gateway; no honest mail needs that.
+    """
+    if len(head) > MAX_HEADER_BLOCK:
+        return Refusal("bad_structure", f"the headers are longer than {MAX_HEADER_BLOCK} bytes")
+    field_start = 0
+    lines = head.split(b"\r\n")
+    for index, line in enumerate([*lines, b"end"]):
+        if index == len(lines) or not line[:1].isspace():
+            field = b"\r\n".join(lines[field_start:index])
+            if len(field) > MAX_HEADER_FIELD:
+                name = field.split(b":", 1)[0][:40].decode("ascii", "replace")
+                return Refusal("bad_structure", f"the {name} header is longer than {MAX_HEADER_FIELD} bytes")
+            if field[:13].lower() == b"content-type:":
+                found = [m.group(1).lower() for m in SINGLE_PARAMS.finditer(field)]
+                if len(found) != len(set(found)):
+                    return Refusal("bad_structure", "a Content-Type header repeats a parameter")
+            field_start = index
+    return None
+
+
 def split_signed(raw: bytes, *, allow_inline: bool) -> SignedStructure | Refusal:
     """Judge the message's outer structure (acceptance rule 1)."""
     entity = canonical_line_endings(raw)
     head, body = split_head_body(entity)
+    problem = header_problem(head)
+    if problem:
+        return problem
     headers = parse_headers(head)
     problem = _header_problem(headers)
     if problem:
@@ -148,6 +180,9 @@ def _split_multipart_signed(headers: Compat32Message, body: bytes) -> PgpMimeSig
                        f"multipart/signed must have exactly two parts, this one has {len(parts)}")
     signed_bytes, signature_part = parts
     sig_head, sig_body = split_head_body(signature_part)
+    problem = header_problem(sig_head) or header_problem(split_head_body(signed_bytes)[0])
+    if problem:
+        return problem
     sig_headers = parse_headers(sig_head)
     problem = _header_problem(sig_headers)
     if problem:
@@ -176,6 +211,9 @@ def _split_multipart_encrypted(headers: Compat32Message, body: bytes) -> PgpMime
         return Refusal("bad_structure", "multipart/encrypted must have exactly two parts")
     control_head, _ = split_head_body(parts[0])
     data_head, data_body = split_head_body(parts[1])
+    problem = header_problem(control_head) or header_problem(data_head)
+    if problem:
+        return problem
     if parse_headers(control_head).get_content_type() != PGP_ENCRYPTED_TYPE:
         return Refusal("bad_structure", "multipart/encrypted's first part must be "
                        "application/pgp-encrypted")
@@ -310,6 +348,7 @@ def _split_inline(headers: Compat32Message, body: bytes, allow_inline: bool) -> 
     text = _decode_transfer(body, headers)
     if text is None:
         return Refusal("bad_structure", "the message body's transfer encoding is broken")
+    text = canonical_line_endings(text)
     if BEGIN_SIGNED not in text:
         if BEGIN_MESSAGE in text:
             return Refusal("not_signed", "an inline OpenPGP message block is not accepted: "
@@ -336,6 +375,8 @@ def _split_inline(headers: Compat32Message, body: bytes, allow_inline: bool) -> 
 
 def _classify_unsigned(entity: bytes) -> Refusal:
     """Name the attack when a signature sits somewhere inside unsigned wrapping."""
+    if entity.lower().count(b"content-type:") > 200:
+        return Refusal("bad_structure", "the message has too many MIME parts")
     message = BytesParser(policy=policy.compat32).parsebytes(entity)
     for part in message.walk():
         content_type = part.get_content_type()
@@ -365,9 +406,7 @@ def read_signed_content(signed_bytes: bytes) -> SignedContent:
                 protected[name] = [str(v) for v in values]
     text = ""
     attachments: list[ReceivedAttachment] = []
-    for part in entity.walk():
-        if part.is_multipart():
-            continue
+    for part in _leaves(entity):
         content_type = part.get_content_type()
         filename = part.get_filename()
         is_attachment = part.get_content_disposition() == "attachment" or filename is not None
@@ -379,11 +418,24 @@ def read_signed_content(signed_bytes: bytes) -> SignedContent:
             continue
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
-        if content_type == "message/rfc822":
+        if part.get_content_maintype() == "message":
             inner = part.get_payload()
             data = inner[0].as_bytes() if isinstance(inner, list) and inner else data
         attachments.append(ReceivedAttachment(filename, content_type, data))
     return SignedContent(text=text, protected_headers=protected, attachments=tuple(attachments))
+
+
+def _leaves(part: EmailMessage, depth: int = 0) -> list[EmailMessage]:
+    """The parts to read, in order; a message/* part is one attachment, never opened: a forwarded
+    mail is something the officer shows us, not something the officer says."""
+    if depth > MAX_NESTING:
+        raise ValueError("MIME nesting too deep")
+    if part.get_content_maintype() == "message" or not part.is_multipart():
+        return [part]
+    return [leaf for sub in part.iter_parts() for leaf in _leaves(sub, depth + 1)]  # type: ignore[arg-type]
+
+
+MAX_NESTING = 20
 
 
 def read_inline_content(plaintext: bytes) -> SignedContent:

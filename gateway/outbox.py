@@ -150,7 +150,11 @@ class OutboxSender:
                 row.next_attempt_at = now + lease
         sent = 0
         for row in rows:
-            sent += await self._send_one(row)
+            try:
+                sent += await self._send_one(row)
+            except Exception as exc:
+                log.exception("reply could not be prepared", extra={"outbox_id": row.id})
+                await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
         return sent
 
     async def _send_one(self, row: Outbox) -> int:

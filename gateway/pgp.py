@@ -31,6 +31,9 @@ T = TypeVar("T")
 # OpenPGP hash algorithm ids (RFC 4880 9.4) that we refuse: MD5, SHA-1, RIPEMD-160.
 WEAK_DIGESTS = {"1": "MD5", "2": "SHA-1", "3": "RIPEMD-160"}
 SIGNATURE_RESULTS = {"GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG"}
+# Status keywords that mean gpg met something wrong in the data, whatever else it says.
+TROUBLE = {"ERROR", "FAILURE", "BADMDC", "DECRYPTION_FAILED", "BADARMOR"}
+MIN_GPG_VERSION = (2, 2, 8)
 # Options for every gpg call: our keyring only, nothing fetched, nothing trusted implicitly.
 GPG_OPTIONS = [
     "--no-auto-key-retrieve",
@@ -118,11 +121,17 @@ class _CryptRecorder(gnupg.Crypt):
 class OpenPGP:
     """The gateway's keyring and key: verify officers' mail, sign and encrypt our replies."""
 
-    def __init__(self, home: Path, threads: int = 2) -> None:
+    def __init__(self, home: Path, threads: int = 2, max_plaintext_bytes: int = 100 * 1024 * 1024) -> None:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         self.home = home
+        self.max_plaintext_bytes = max_plaintext_bytes
         self._gpg = gnupg.GPG(gnupghome=str(home), options=list(GPG_OPTIONS))
+        if self._gpg.version is None or self._gpg.version < MIN_GPG_VERSION:
+            # python-gnupg reads status lines from stderr: only gpg >= 2.2.8 escapes file names
+            # there (CVE-2018-12020)
+            raise OpenPGPError(f"gpg {'.'.join(map(str, self._gpg.version or ()))} is too old; "
+                               f"{'.'.join(map(str, MIN_GPG_VERSION))} or newer is required")
         self._gpg.encoding = "utf-8"
         self._gpg.result_map = {**self._gpg.result_map, "verify": _StatusRecorder,
                                 "crypt": _CryptRecorder}
@@ -234,8 +243,10 @@ class OpenPGP:
         return await self._run(self._decrypt, ciphertext)
 
     def _decrypt(self, ciphertext: bytes) -> tuple[SignatureCheck | None, bytes | None]:
-        result = self._gpg.decrypt(ciphertext)
-        if not result.ok:
+        # gpg stops writing at --max-output and fails: a compression bomb never fills memory
+        result = self._gpg.decrypt(ciphertext,
+                                   extra_args=["--max-output", str(self.max_plaintext_bytes)])
+        if not result.ok or result.returncode != 0:
             return None, None
         data = result.data if isinstance(result.data, bytes) else str(result.data).encode()
         signed = any(k in SIGNATURE_RESULTS or k == "NEWSIG" for k, _ in result.lines)
@@ -302,7 +313,12 @@ def judge_status_lines(lines: list[tuple[str, str]]) -> SignatureCheck:
     if kind == "EXPSIG":
         return SignatureCheck(False, "expired_signature", "the signature has expired",
                               status_lines=status)
-    # GOODSIG: now insist on exactly one VALIDSIG that agrees with it.
+    # GOODSIG: now insist on a clean run and exactly one VALIDSIG that agrees with it.
+    trouble = TROUBLE & set(keys)
+    if trouble:
+        return SignatureCheck(False, "bad_signature",
+                              f"gpg reported a problem with the message ({', '.join(sorted(trouble))})",
+                              status_lines=status)
     valid = [v for k, v in lines if k == "VALIDSIG"]
     if len(valid) != 1:
         return SignatureCheck(False, "bad_signature", "gpg did not confirm the signature",

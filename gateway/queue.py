@@ -26,8 +26,12 @@ def enqueue(session: AsyncSession, kind: str, *, message_id: int | None = None,
     return job
 
 
-async def claim(db: Database, lease_seconds: float) -> Job | None:
-    """Take the oldest runnable job (queued and due, or with an expired lease)."""
+async def claim(db: Database, lease_seconds: float, max_attempts: int = 5) -> Job | None:
+    """Take the oldest runnable job (queued and due, or with an expired lease).
+
+    A job already claimed `max_attempts` times that never finished killed its worker each time
+    (e.g. ran it out of memory): it is shunted instead of being run again.
+    """
     now = utcnow()
     async with db.transaction() as session:
         query = (
@@ -45,6 +49,13 @@ async def claim(db: Database, lease_seconds: float) -> Job | None:
             query = query.with_for_update(skip_locked=True)
         job = await session.scalar(query)
         if job is None:
+            return None
+        if job.attempts >= max_attempts:
+            job.state = "shunted"
+            job.last_error = (job.last_error or "") + f" [claimed {job.attempts} times, never finished]"
+            job.lease_until = None
+            await audit.record(session, "system", "job.shunted", f"job:{job.id}", kind=job.kind,
+                               error="never finished", attempts=job.attempts)
             return None
         job.state = "running"
         job.attempts += 1

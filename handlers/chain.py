@@ -6,11 +6,15 @@ agree with the key and the officer's record.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy
 from email.headerregistry import AddressHeader
+from email.utils import getaddresses
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -25,6 +29,7 @@ from gateway.mime import (
     Refusal,
     SignedContent,
     canonical_line_endings,
+    header_problem,
     parse_headers,
     read_inline_content,
     read_signed_content,
@@ -34,6 +39,8 @@ from gateway.mime import (
 )
 from gateway.models import Message, Officer
 from gateway.pgp import OpenPGP, SignatureCheck
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,7 +76,7 @@ async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message
                    transport: str = "smtp") -> Evaluation:
     """Run every rule in order; stop at the first refusal."""
     result = Evaluation(transport=transport)
-    outer_from = outer_from_address(raw)
+    outer_from = await parse_safely(outer_from_address, raw)
     result.from_address = outer_from if isinstance(outer_from, str) else None
     for rule in (check_signature, check_identity, check_freshness, check_replay):
         refusal = await rule(ctx, raw, received_at, message_id, result)
@@ -83,9 +90,10 @@ async def check_signature(ctx: ChainContext, raw: bytes, received_at: datetime, 
                           result: Evaluation) -> Refusal | None:
     """Rules 1 and 2: only what the one good signature covers is read."""
     if result.transport == "chat":  # the chat layer built this container; the content is judged
-        structure = split_chat_message(raw)
+        structure = await parse_safely(split_chat_message, raw)
     else:
-        structure = split_signed(raw, allow_inline=ctx.settings.policy.allow_inline_pgp)
+        structure = await parse_safely(split_signed, raw,
+                                       allow_inline=ctx.settings.policy.allow_inline_pgp)
     if isinstance(structure, Refusal):
         return structure
     if isinstance(structure, PgpMimeEncrypted):
@@ -93,24 +101,35 @@ async def check_signature(ctx: ChainContext, raw: bytes, received_at: datetime, 
     return await _check_signed(ctx, structure, result)
 
 
+async def parse_safely(parse: Callable[..., T], *args: Any, **kwargs: Any) -> T | Refusal:
+    """Run a parser off the event loop; whatever it chokes on is a malformed message, refused."""
+    try:
+        return await asyncio.to_thread(parse, *args, **kwargs)
+    except (RecursionError, ValueError, LookupError, TypeError, AttributeError, UnicodeError,
+            MemoryError) as exc:
+        return Refusal("bad_structure", f"the message cannot be parsed ({type(exc).__name__})")
+
+
 async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSigned | DetachedFile,
                         result: Evaluation) -> Refusal | None:
     if isinstance(structure, DetachedFile):
         check = await ctx.pgp.verify_detached_signature(structure.data, structure.signature)
         signed_bytes = structure.data
-        content = SignedContent(text="", attachments=(ReceivedAttachment(
-            structure.filename, _guess_type(structure.filename), structure.data),)) if check.ok else None
+        content: SignedContent | Refusal | None = SignedContent(text="", attachments=(ReceivedAttachment(
+            structure.filename, _guess_type(structure.filename), structure.data),))
     elif isinstance(structure, PgpMimeSigned):
         check = await ctx.pgp.verify_detached_signature(structure.signed_bytes, structure.signature)
         signed_bytes = structure.signed_bytes
-        content = read_signed_content(signed_bytes) if check.ok else None
+        content = await parse_safely(read_signed_content, signed_bytes) if check.ok else None
     else:
         check, plaintext = await ctx.pgp.verify_clearsigned_text(structure.block)
         signed_bytes = plaintext
-        content = read_inline_content(plaintext) if check.ok else None
+        content = read_inline_content(plaintext)
     result.check = check
     if not check.ok:
         return Refusal(check.reason or "bad_signature", check.detail)
+    if isinstance(content, Refusal):
+        return content
     result.content = content
     result.replay_key = _replay_key(check, signed_bytes)
     return None
@@ -121,16 +140,20 @@ async def _check_encrypted(ctx: ChainContext, structure: PgpMimeEncrypted,
     """PGP/MIME encrypted to the gateway: the inside must itself be signed (RFC 3156 6.1 or 6.2)."""
     check, plaintext = await ctx.pgp.decrypt_from_officer(structure.ciphertext)
     if plaintext is None:
-        return Refusal("bad_structure", "the encrypted part cannot be decrypted with our key")
+        return Refusal("bad_structure", "the encrypted part cannot be decrypted with our key, "
+                       "or decrypts to more than the size limit")
     inner = canonical_line_endings(plaintext)
     if check is not None:  # signed and encrypted in one OpenPGP message
         result.check = check
         if not check.ok:
             return Refusal(check.reason or "bad_signature", check.detail)
-        result.content = read_signed_content(inner)
+        content = await parse_safely(read_signed_content, inner)
+        if isinstance(content, Refusal):
+            return content
+        result.content = content
         result.replay_key = _replay_key(check, inner)
         return None
-    nested = split_signed(inner, allow_inline=False)
+    nested = await parse_safely(split_signed, inner, allow_inline=False)
     if isinstance(nested, PgpMimeSigned):
         return await _check_signed(ctx, nested, result)
     return Refusal("encrypted_unsigned",
@@ -141,7 +164,7 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
                          result: Evaluation) -> Refusal | None:
     """Rule 3: the key belongs to an active officer whose address is the single From."""
     assert result.check is not None and result.content is not None
-    outer = outer_from_address(raw)
+    outer = await parse_safely(outer_from_address, raw)
     if isinstance(outer, Refusal):
         return outer
     from_address = outer
@@ -154,6 +177,12 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
             return Refusal("from_mismatch", "the From inside the signed part differs from the "
                            "message's From header")
         from_address = inner
+    protected_headers = result.content.protected_headers
+    addressed = protected_headers.get("To", []) + protected_headers.get("Cc", [])
+    if protected_headers and not (
+            {a.lower() for _, a in getaddresses(addressed)} & ctx.settings.recipients):
+        return Refusal("not_addressed_to_us", "the signed message is addressed to someone else "
+                       "(its protected To header does not name this gateway)")
     result.from_address = from_address
     fingerprint = result.check.signer_fingerprint
     async with ctx.db.transaction() as session:
@@ -209,6 +238,13 @@ async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, mes
     return None
 
 
+def canonical_text(data: bytes) -> bytes:
+    """The same text however it was framed: line endings, trailing blanks and final newlines
+    do not change it (so a signature re-sent in another frame is still recognised as a replay)."""
+    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    return b"\n".join(line.rstrip(b" \t") for line in lines).rstrip(b"\n")
+
+
 def _guess_type(filename: str) -> str:
     lowered = filename.lower()
     if lowered.endswith(".pdf"):
@@ -222,13 +258,16 @@ def _replay_key(check: SignatureCheck, signed_bytes: bytes) -> str:
     """Signer, signature time and signed bytes: unaffected by re-armoring or unhashed packets."""
     signed_at = check.signed_at.isoformat() if check.signed_at else ""
     material = f"{check.signer_fingerprint}|{signed_at}|".encode() + hashlib.sha256(
-        signed_bytes).digest()
+        canonical_text(signed_bytes)).digest()
     return hashlib.sha256(material).hexdigest()
 
 
 def outer_from_address(raw: bytes) -> str | Refusal:
     """The message's own From header, judged strictly (it is what mail clients show)."""
     head, _ = split_head_body(canonical_line_endings(raw))
+    problem = header_problem(head)
+    if problem:
+        return Refusal("bad_from", problem.detail)
     values = parse_headers(head).get_all("From") or []
     return single_from_address([str(v) for v in values])
 

@@ -103,6 +103,8 @@ def _find_raw_fields(body: str, attachments: Any) -> tuple[dict[str, Any], str, 
             data = tomllib.loads(text) if name.endswith(".toml") else json.loads(text)
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             return {}, name, body, [f"{name}: cannot be parsed: {exc}"]
+        except (ValueError, RecursionError) as exc:  # e.g. absurdly long numbers, deep nesting
+            return {}, name, body, [f"{name}: cannot be parsed ({type(exc).__name__})"]
         if not isinstance(data, dict):
             return {}, name, body, [f"{name}: must hold a table/object of fields"]
         return data, name, body, []
