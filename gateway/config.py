@@ -112,6 +112,25 @@ class DeadlineSettings:
 
 
 @dataclass(frozen=True)
+class ImapAccount:
+    """One mailbox the gateway polls (`[[imap]]` tables in config.toml; several are allowed)."""
+
+    name: str = "default"
+    enabled: bool = True
+    host: str = ""
+    port: int = 993
+    tls: str = "implicit"  # implicit | starttls | none (none: loopback only)
+    ca_file: str = ""  # a CA bundle to trust instead of the system's (e.g. a private CA)
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    mailbox: str = "INBOX"
+    processed_mailbox: str = ""  # move processed mail here; empty: flag it \Seen and leave it
+    poll_seconds: float = 60.0
+    batch_size: int = 50
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -122,6 +141,7 @@ class Settings:
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
     deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
+    imap: tuple[ImapAccount, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
 
     @property
@@ -146,6 +166,10 @@ class Settings:
         return self._secret("outbound.password_file", self.outbound.password_file,
                             self.outbound.password)
 
+    def imap_password(self, account: ImapAccount) -> str:
+        return self._secret(f"imap[{account.name}].password_file", account.password_file,
+                            account.password)
+
     def telegram_token(self) -> str:
         return self._secret("telegram.token_file", self.telegram.token_file, self.telegram.token)
 
@@ -160,8 +184,9 @@ class Settings:
 
 
 SECTIONS: dict[str, type] = {
-    name: cls for name, cls in get_type_hints(Settings).items() if name != "base_dir"
+    name: cls for name, cls in get_type_hints(Settings).items() if name not in ("base_dir", "imap")
 }
+LIST_SECTIONS: dict[str, type] = {"imap": ImapAccount}  # [[name]] arrays of tables
 
 ENV_PREFIX = "LERS_"
 
@@ -192,9 +217,11 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         base_dir = path.resolve().parent
+    lists = {name: raw.pop(name) for name in LIST_SECTIONS if name in raw}
     for name, value in raw.items():
         if name not in SECTIONS:
-            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(SECTIONS)})")
+            known = ", ".join([*SECTIONS, *LIST_SECTIONS])
+            raise ConfigError(f"[{name}]: unknown section (known: {known})")
         if not isinstance(value, dict):
             raise ConfigError(f"{name}: must be a [section] table")
     env = os.environ if environ is None else environ
@@ -205,7 +232,11 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         _apply_override(raw, dotted, value, source="--set")
     sections = {name: _build_section(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()}
-    settings = Settings(**sections, base_dir=base_dir)
+    accounts = lists.get("imap", [])
+    if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
+        raise ConfigError("imap: write each account as an [[imap]] table")
+    imap = tuple(_build_section(f"imap[{i}]", ImapAccount, a) for i, a in enumerate(accounts))
+    settings = Settings(**sections, imap=imap, base_dir=base_dir)
     _check_semantics(settings)
     return settings
 
@@ -321,6 +352,19 @@ def _check_semantics(s: Settings) -> None:
     if s.telegram.enabled and not (s.telegram.token or s.telegram.token_file):
         raise ConfigError("telegram.token: required when telegram.enabled is true "
                           "(or set telegram.token_file)")
+    names = [a.name for a in s.imap]
+    for index, account in enumerate(s.imap):
+        key = f"imap[{index}]"
+        if names.count(account.name) > 1:
+            raise ConfigError(f"{key}.name: {account.name!r} is used by two accounts")
+        if account.enabled and not account.host:
+            raise ConfigError(f"{key}.host: required")
+        if account.tls not in ("implicit", "starttls", "none"):
+            raise ConfigError(f"{key}.tls: must be implicit, starttls or none, got {account.tls!r}")
+        if account.tls == "none" and account.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError(f"{key}.tls: none is allowed only for a server on loopback")
+        if not 0 < account.port <= 65535 or account.poll_seconds <= 0 or account.batch_size <= 0:
+            raise ConfigError(f"{key}: port, poll_seconds and batch_size must be positive")
     url = s.storage.url
     if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
