@@ -136,6 +136,7 @@ class ChatBot:
         )
         for name in COMMANDS:
             self.app.add_handler(CommandHandler(name, self.on_command))
+        self.app.add_handler(MessageHandler(filters.COMMAND, self.on_command))  # unknown commands
         self.app.add_handler(CallbackQueryHandler(self.on_button))
         self.app.add_handler(MessageHandler(
             filters.ChatType.PRIVATE & (filters.TEXT | filters.Document.ALL) & ~filters.COMMAND,

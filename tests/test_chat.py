@@ -226,3 +226,29 @@ async def test_the_chat_account_alone_is_not_enough(
     assert unsigned.params["text"].startswith("Send a request as a cleartext-signed text")
     stranger = await say(api, STRANGER, "-----BEGIN PGP SIGNED MESSAGE-----")
     assert stranger.params["text"] == "Sorry, this bot is not available to you."
+
+
+async def test_note_assign_mine_and_partial(chat_gateway: Harness, api: FakeBotApi, alice: TestKey) -> None:
+    ref = await submit(chat_gateway, alice, type="court_order")
+    assert (await say(api, RITA, f"/note {ref} called the issuing court, order confirmed")).params["text"] \
+        == f"Note added to {ref} (internal, never sent to the officer)."
+    assert (await say(api, RITA, "/note")).params["text"] == "Usage: /note REF text"
+    assert (await say(api, RITA, "/mine")).params["text"] == "Nothing is assigned to you."
+    assert (await say(api, RITA, f"/assign {ref}")).params["text"] == f"{ref} is assigned to Rita."
+    assert (await say(api, RITA, f"/assign {ref} nobody")).params["text"] == (
+        "No active reviewer 'nobody'; give their name or Telegram id.")
+    mine = await say(api, RITA, "/mine")
+    assert mine.params["text"].startswith(f"{ref} court_order · under review")
+    assert (await say(api, ANNA, f"/partial {ref}")).params["text"] == "Usage: /partial REF note"
+    assert "First approval" in (await say(api, ANNA, f"/partial {ref} no KYC documents")).params["text"]
+    done = await say(api, BERT, f"/partial {ref} no KYC documents, subscriber data only")
+    assert done.params["text"] == f"{ref} partially approved; the officer is told by signed, encrypted email."
+    shown = (await say(api, RITA, f"/show {ref}")).params["text"]
+    assert "Rita: note: called the issuing court" in shown and "Assigned to: Rita" in shown
+    await chat_gateway.settle()
+    decision = chat_gateway.replies(to=alice.email)[-1]
+    assert decision.subject == f"[{ref}] Request partially approved"
+    assert "called the issuing court" not in decision.text  # notes never leave
+    assert "subscriber data only" in decision.text
+    unknown = await say(api, RITA, "/frobnicate")
+    assert unknown.params["text"] == "Unknown command /frobnicate. /help lists the commands."
