@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint demo lock clean
+.PHONY: run test lint demo lock migration clean
 
 run: $(VENV)/.run-installed
 	$(BIN)/lers serve
@@ -38,6 +38,10 @@ lock:
 	$(PYTHON) -m venv /tmp/lers-piptools && /tmp/lers-piptools/bin/pip install --quiet pip-tools
 	/tmp/lers-piptools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe -o requirements.lock pyproject.toml
 	/tmp/lers-piptools/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --extra dev -o requirements-dev.lock pyproject.toml
+
+# After changing gateway/models.py: write the next migration, e.g. make migration MSG="add x"
+migration: $(VENV)/.dev-installed
+	$(BIN)/python -m gateway.migrations.new "$(MSG)"
 
 clean:
 	rm -rf $(VENV)

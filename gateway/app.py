@@ -39,12 +39,21 @@ class Core:
         await asyncio.to_thread(self.pgp.close)
 
 
-async def open_core(settings: Settings) -> Core:
-    """Create the data dir (0700), the schema and the gateway key if this is the first start."""
+async def open_core(settings: Settings, check_schema: bool = True) -> Core:
+    """Create the data dir (0700), the schema and the gateway key if this is the first start.
+
+    An existing database must already be at this code's schema (`lers db upgrade` migrates it);
+    `check_schema=False` is for the commands that inspect or migrate the schema itself.
+    """
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
     db = Database(settings.database_url)
-    await db.create_schema()
+    if check_schema:
+        try:
+            await db.ensure_schema()
+        except BaseException:
+            await db.dispose()
+            raise
     if db.is_sqlite:
         database_file = settings.data_dir / "lers.db"
         if database_file.exists():

@@ -14,6 +14,7 @@ from gateway.app import Core, open_core, serve
 from gateway.audit import verify_chain
 from gateway.chat import ChatStartError
 from gateway.config import ConfigError, Settings, config_path, load_settings
+from gateway.db import SchemaError
 from gateway.logs import setup_logging
 from gateway.pgp import OpenPGPError
 from gateway.records import list_quarantine, list_requests, show_request
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     remove = reviewer.add_parser("remove", help="stop a reviewer's access (history is kept)")
     remove.add_argument("telegram_id", type=int, metavar="TELEGRAM_USER_ID")
 
+    database = commands.add_parser("db", help="the database schema").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    database.add_parser("status", help="the schema revision of the database and of this code")
+    database.add_parser("upgrade", help="apply the schema migrations (back up first)")
+
     key = commands.add_parser("key", help="the gateway's key").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     key.add_parser("export", help="print the gateway's public key, armored")
@@ -94,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(settings))
             return 0
         setup_logging("WARNING")
-        return asyncio.run(_with_core(settings, lambda core: COMMANDS[_name(args)](core, args)))
-    except (CliError, ConfigError, OpenPGPError, ChatStartError) as exc:
+        name = _name(args)
+        return asyncio.run(_with_core(settings, lambda core: COMMANDS[name](core, args),
+                                      check_schema=not name.startswith("db ")))
+    except (CliError, ConfigError, OpenPGPError, ChatStartError, SchemaError) as exc:
         print(f"lers: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -113,8 +121,9 @@ def _split_override(item: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-async def _with_core(settings: Settings, command: Callable[[Core], Awaitable[int]]) -> int:
-    core = await open_core(settings)
+async def _with_core(settings: Settings, command: Callable[[Core], Awaitable[int]],
+                     check_schema: bool = True) -> int:
+    core = await open_core(settings, check_schema=check_schema)
     try:
         return await command(core)
     finally:
@@ -191,6 +200,24 @@ async def cmd_reviewer_remove(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_db_status(core: Core, args: argparse.Namespace) -> int:
+    current, head, tables = await core.db.schema_state()
+    state = "up to date" if current == head else (
+        "empty" if current is None and not tables else "needs `lers db upgrade`")
+    print(f"database: {current or '(none)'}; this version: {head}; {state}")
+    return 0
+
+
+async def cmd_db_upgrade(core: Core, args: argparse.Namespace) -> int:
+    before, head, _ = await core.db.schema_state()
+    if before == head:
+        print(f"already at {head}")
+        return 0
+    await core.db.upgrade()
+    print(f"upgraded from {before or '(none)'} to {head}")
+    return 0
+
+
 async def cmd_key_export(core: Core, args: argparse.Namespace) -> int:
     sys.stdout.write(await core.pgp.export_gateway_public_key())
     return 0
@@ -256,6 +283,8 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "reviewer add": cmd_reviewer_add,
     "reviewer list": cmd_reviewer_list,
     "reviewer remove": cmd_reviewer_remove,
+    "db status": cmd_db_status,
+    "db upgrade": cmd_db_upgrade,
     "key export": cmd_key_export,
     "requests list": cmd_requests_list,
     "requests show": cmd_requests_show,

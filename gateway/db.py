@@ -9,12 +9,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from gateway.models import Base
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SchemaError(Exception):
+    """The database is not at the schema this code needs; the message says what to do."""
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
 
 
 class Database:
@@ -26,9 +43,34 @@ class Database:
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
-    async def create_schema(self) -> None:
+    async def upgrade(self, revision: str = "head") -> None:
+        """Apply the Alembic migrations (the only way the schema is created or changed)."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+
+    async def schema_state(self) -> tuple[str | None, str, bool]:
+        """(the database's revision, the code's head revision, whether any table exists)."""
+        async with self.engine.connect() as conn:
+            current, tables = await conn.run_sync(
+                lambda sync: (MigrationContext.configure(sync).get_current_revision(),
+                              bool(set(inspect(sync).get_table_names()) - {"alembic_version"})))
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert head is not None
+        return current, head, tables
+
+    async def ensure_schema(self) -> None:
+        """Create the schema in an empty database; refuse to run on an out-of-date one."""
+        current, head, tables = await self.schema_state()
+        if current == head:
+            return
+        if current is None and not tables:
+            await self.upgrade()
+            return
+        if current is None:
+            raise SchemaError("the database has tables but no schema revision (it was made by a "
+                              "pre-release gateway): start with a new data dir or storage.url")
+        raise SchemaError(f"the database schema is at revision {current or '(none)'}, this version "
+                          f"of the gateway needs {head}: back up the database, then run `lers db upgrade`")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

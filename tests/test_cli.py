@@ -117,3 +117,22 @@ def test_listings_and_audit_verify(workdir: Path, alice: TestKey) -> None:
         conn.execute("DELETE FROM audit WHERE id = 1")
     assert_one_line_error(lers(workdir, "audit", "verify"), "audit chain broken at entry 2",
                           "does not link")
+
+
+def test_schema_is_migrated_and_checked(workdir: Path) -> None:
+    status = lers(workdir, "db", "status")
+    assert status.returncode == 0 and "database: (none)" in status.stdout and "empty" in status.stdout
+    assert lers(workdir, "init").returncode == 0  # a first start creates the schema
+    status = lers(workdir, "db", "status")
+    assert "database: 0001" in status.stdout and "up to date" in status.stdout
+    assert lers(workdir, "db", "upgrade").stdout.strip().startswith("already at")
+
+    stale = short_tempdir("cli-")
+    try:
+        (stale / "config.toml").write_text('[gateway]\naddress = "lers@gateway.test"\n')
+        (stale / "data").mkdir(mode=0o700)
+        with sqlite3.connect(stale / "data" / "lers.db") as conn:
+            conn.execute("CREATE TABLE agencies (id INTEGER PRIMARY KEY)")
+        assert_one_line_error(lers(stale, "requests", "list"), "no schema revision")
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
