@@ -75,7 +75,7 @@ async def prepare_documents(attachments: tuple[ReceivedAttachment, ...]) -> list
     """Hash every attachment and extract PDF text, off the event loop."""
     documents = []
     for index, attachment in enumerate(attachments, start=1):
-        digest = hashlib.sha256(attachment.data).hexdigest()
+        digest = await asyncio.to_thread(lambda data=attachment.data: hashlib.sha256(data).hexdigest())
         text, error = (None, None)
         if is_pdf(attachment):
             text, error = await asyncio.to_thread(extract_pdf_text, attachment.data)

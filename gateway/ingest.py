@@ -8,6 +8,7 @@ re-fetch, not a new request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -20,6 +21,8 @@ from gateway import audit, queue
 from gateway.db import Database
 from gateway.models import Message
 
+LARGE = 1024 * 1024  # hash bigger messages in a thread, off the event loop
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -31,7 +34,8 @@ async def ingest(db: Database, raw: bytes, *, transport: str, peer: str | None =
                  envelope_from: str | None = None,
                  envelope_to: list[str] | None = None) -> IngestResult:
     """Store the raw bytes and enqueue their processing, in one transaction."""
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = (hashlib.sha256(raw).hexdigest() if len(raw) < LARGE
+              else await asyncio.to_thread(lambda: hashlib.sha256(raw).hexdigest()))
     try:
         async with db.transaction() as session:
             existing = await session.scalar(
