@@ -12,6 +12,7 @@ run: $(VENV)/.run-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	LERS_TEST_BACKEND=postgresql $(BIN)/pytest
 
 # Send the README's example request to a running gateway and print its acknowledgement.
 demo: $(VENV)/.run-installed

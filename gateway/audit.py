@@ -12,13 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
 from gateway.models import AuditEntry
 
 GENESIS = "0" * 64
+AUDIT_LOCK = 0x4C455253  # "LERS": the advisory lock id that serialises audit appends
 
 
 def entry_hash(prev_hash: str, at: str, actor: str, action: str, subject: str | None,
@@ -33,6 +34,10 @@ def entry_hash(prev_hash: str, at: str, actor: str, action: str, subject: str | 
 async def record(session: AsyncSession, actor: str, action: str, subject: str | None = None,
                  **details: Any) -> AuditEntry:
     """Append one entry; `actor` is who acted (`officer:<fpr>`, `reviewer:<id>`, `system`...)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # one appender at a time, or two could link to the same previous entry (SQLite's
+        # BEGIN IMMEDIATE already serialises writers); the lock ends with the transaction
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
     last = await session.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
     prev = last or GENESIS
     at = utcnow()

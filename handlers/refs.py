@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
@@ -16,14 +17,17 @@ REF_PATTERN = re.compile(r"\bLERS-(\d{4})-(\d{6})\b")
 async def allocate_ref(session: AsyncSession) -> str:
     """Take the next number inside the caller's transaction (one atomic UPDATE ... RETURNING)."""
     year = utcnow().year
-    number = await session.scalar(
-        update(RefCounter).where(RefCounter.year == year)
-        .values(last=RefCounter.last + 1).returning(RefCounter.last)
-    )
-    if number is None:
-        session.add(RefCounter(year=year, last=1))
-        await session.flush()
-        number = 1
+    increment = (update(RefCounter).where(RefCounter.year == year)
+                 .values(last=RefCounter.last + 1).returning(RefCounter.last))
+    number = await session.scalar(increment)
+    if number is None:  # the year's first request: create its counter (another process may race us)
+        try:
+            async with session.begin_nested():
+                session.add(RefCounter(year=year, last=0))
+        except IntegrityError:
+            pass
+        number = await session.scalar(increment)
+    assert number is not None
     return f"LERS-{year}-{number:06d}"
 
 

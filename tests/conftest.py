@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import os
 import shutil
 import tempfile
 import time
@@ -29,9 +30,40 @@ from gateway.models import Job, Message, Outbox
 from gateway.records import list_quarantine, list_requests
 from handlers.enrolment import add_agency, add_officer
 from tests.support.officer_keys import OfficerKeyring, TestKey
+from tests.support.postgres import PostgresCluster, PostgresUnavailable
 
 GATEWAY_ADDRESS = "lers@gateway.test"
 AGENCY = "Test Police"
+# `LERS_TEST_BACKEND=postgresql` runs every test that starts a gateway against PostgreSQL.
+BACKEND = os.environ.get("LERS_TEST_BACKEND", "sqlite")
+GATEWAY_FIXTURES = {"make_gateway", "gateway", "chat_gateway", "outcomes"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, run the tests that start gateways; the rest do not depend on the backend."""
+    if BACKEND != "postgresql":
+        return
+    selected = [i for i in items if GATEWAY_FIXTURES & set(getattr(i, "fixturenames", ()))
+                and not i.get_closest_marker("sqlite_only")]
+    config.hook.pytest_deselected(items=[i for i in items if i not in selected])
+    items[:] = selected
+
+
+@pytest.fixture(scope="session")
+def database_urls() -> Iterator[Callable[[], str | None]]:
+    """New empty databases: None (an SQLite file in the data dir) or a fresh PostgreSQL database."""
+    if BACKEND != "postgresql":
+        yield lambda: None
+        return
+    try:
+        cluster = PostgresCluster()
+    except PostgresUnavailable as exc:
+        if os.environ.get("LERS_REQUIRE_POSTGRES"):
+            pytest.fail(f"LERS_REQUIRE_POSTGRES is set, but {exc}")
+        pytest.skip(f"LERS_TEST_BACKEND=postgresql, but {exc}")
+    cluster.start()
+    yield cluster.new_database
+    cluster.stop()
 
 
 def short_tempdir(prefix: str) -> Path:
@@ -200,8 +232,9 @@ GatewayFactory = Callable[..., Any]
 class GatewayRunner:
     """Starts gateways (with optional setting overrides) and stops them all at the end."""
 
-    def __init__(self, ring: OfficerKeyring) -> None:
+    def __init__(self, ring: OfficerKeyring, database_url: Callable[[], str | None] = lambda: None) -> None:
         self.ring = ring
+        self.database_url = database_url
         self.running: list[tuple[Harness, asyncio.Server, Path]] = []
 
     async def start(self, **overrides: str) -> Harness:
@@ -218,6 +251,9 @@ class GatewayRunner:
             "outbound.first_retry_seconds": "0.2",
             "worker.poll_seconds": "0.05",
         }
+        url = self.database_url()
+        if url:
+            values["storage.url"] = url
         values.update({k.replace("__", "."): v for k, v in overrides.items()})
         settings = load_settings(None, values, environ={})
         core = await open_core(settings)
@@ -239,8 +275,9 @@ class GatewayRunner:
 
 
 @pytest.fixture
-async def make_gateway(officer_ring: OfficerKeyring) -> AsyncIterator[GatewayFactory]:
-    runner = GatewayRunner(officer_ring)
+async def make_gateway(officer_ring: OfficerKeyring,
+                       database_urls: Callable[[], str | None]) -> AsyncIterator[GatewayFactory]:
+    runner = GatewayRunner(officer_ring, database_urls)
     yield runner.start
     await runner.stop_all()
 

@@ -4,7 +4,7 @@ the reason the gateway must give."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -38,8 +38,9 @@ async def enrol_as_before(harness: Harness, key: TestKey) -> None:
                             key_fingerprint=fingerprint))
 
 
-async def run_catalogue(ring: OfficerKeyring, *, inline_allowed: bool) -> dict[str, Outcome]:
-    runner = GatewayRunner(ring)
+async def run_catalogue(ring: OfficerKeyring, database_url: Callable[[], str | None], *,
+                        inline_allowed: bool) -> dict[str, Outcome]:
+    runner = GatewayRunner(ring, database_url)
     try:
         harness = await runner.start(**{
             "policy.allow_inline_pgp": "true" if inline_allowed else "false",
@@ -87,10 +88,10 @@ async def run_catalogue(ring: OfficerKeyring, *, inline_allowed: bool) -> dict[s
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=[False, True],
                         ids=["pgp-mime-only", "inline-allowed"])
-async def outcomes(request: pytest.FixtureRequest, officer_ring: OfficerKeyring) -> AsyncIterator[
-        tuple[bool, dict[str, Outcome]]]:
+async def outcomes(request: pytest.FixtureRequest, officer_ring: OfficerKeyring,
+                   database_urls: Callable[[], str | None]) -> AsyncIterator[tuple[bool, dict[str, Outcome]]]:
     inline_allowed = request.param
-    yield inline_allowed, await run_catalogue(officer_ring, inline_allowed=inline_allowed)
+    yield inline_allowed, await run_catalogue(officer_ring, database_urls, inline_allowed=inline_allowed)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import pytest
 from sqlalchemy import func, select
 
 from gateway.models import Job, Message
@@ -33,6 +34,7 @@ async def test_oversized_message_is_refused_and_not_stored(make_gateway: Gateway
         assert await session.scalar(select(func.count()).select_from(Message)) == 0
 
 
+@pytest.mark.sqlite_only  # breaks the SQLite file underneath the gateway
 async def test_storage_failure_answers_451_and_a_retry_succeeds(
         gateway: Harness, alice: TestKey) -> None:
     mail = signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=request_body())
