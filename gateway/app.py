@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -13,6 +14,7 @@ from gateway import queue
 from gateway.chat import ChatBot, notifications_disabled
 from gateway.config import Settings
 from gateway.db import Database
+from gateway.leases import Duty
 from gateway.outbox import OutboxSender, release_sending
 from gateway.pgp import OpenPGP
 from gateway.scheduler import Scheduler
@@ -65,60 +67,121 @@ async def open_core(settings: Settings, check_schema: bool = True) -> Core:
     return Core(settings, db, pgp, fingerprint, created)
 
 
-class Gateway:
-    """The running gateway: SMTP ingress, job workers and the outbox sender."""
+ROLES = ("smtp", "imap", "chat", "worker", "scheduler")
+CHAT_JOBS = ("chat_notify", "chat_reply")
 
-    def __init__(self, core: Core) -> None:
+
+class Background:
+    """A loop run as a task with its own stop signal, so a duty can be started and stopped."""
+
+    def __init__(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        self.name, self.loop = name, loop
+        self.stop_event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.create_task(self.loop(self.stop_event), name=self.name)
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(self.task, timeout=10)
+            except TimeoutError:
+                self.task.cancel()
+
+
+class Gateway:
+    """The running gateway, in the roles given (all by default): SMTP ingress, job workers and the
+    outbox, the scheduler, the reviewers' chat bot. Duties that must run once in the whole
+    deployment (scheduler, chat poller) run where their lease is held (gateway/leases.py)."""
+
+    def __init__(self, core: Core, roles: tuple[str, ...] = ROLES) -> None:
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles: {', '.join(sorted(unknown))} (known: {', '.join(ROLES)})")
         self.core = core
+        self.roles = roles
         settings = core.settings
         self.ctx = ChainContext(settings, core.db, core.pgp)
         self.chat = None
-        if settings.telegram.enabled:
+        if settings.telegram.enabled and "chat" in roles:
             self.chat = ChatBot(settings, core.db, on_stored=self._wake_worker)
-        closed = partial(notifications_disabled, core.db)
-        handlers: dict[str, JobHandler] = {
-            "inbound": self._inbound,
-            "chat_notify": self.chat.notify if self.chat else closed,
-            "chat_reply": self.chat.reply_job if self.chat else closed,
-        }
-        self.worker = Worker(core.db, handlers, lease_seconds=settings.worker.lease_seconds,
-                             max_attempts=settings.worker.max_attempts,
-                             poll_seconds=settings.worker.poll_seconds)
+        handlers: dict[str, JobHandler] = {"inbound": self._inbound}
+        if not settings.telegram.enabled:  # nobody will send them: close them
+            handlers.update(dict.fromkeys(CHAT_JOBS, partial(notifications_disabled, core.db)))
+        work = settings.worker
+        self.worker = Worker(core.db, handlers, lease_seconds=work.lease_seconds,
+                             max_attempts=work.max_attempts, poll_seconds=work.poll_seconds)
+        self.chat_worker = None
+        if self.chat is not None:  # chat jobs are sent by whichever process holds the chat duty
+            self.chat_worker = Worker(
+                core.db, {"chat_notify": self.chat.notify, "chat_reply": self.chat.reply_job},
+                lease_seconds=work.lease_seconds, max_attempts=work.max_attempts,
+                poll_seconds=work.poll_seconds)
         self.outbox = OutboxSender(settings, core.db, core.pgp)
         self.scheduler = Scheduler(settings, core.db, on_work=self.worker.wakeup.set)
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self._server: asyncio.Server | None = None
         self.smtp_port: int | None = None
+        self.duties: list[Duty] = []
 
     def _wake_worker(self) -> None:
         self.worker.wakeup.set()
+        if self.chat_worker is not None:
+            self.chat_worker.wakeup.set()
 
     async def _inbound(self, job: object) -> None:
         await process_inbound(self.ctx, job)  # type: ignore[arg-type]
         self.outbox.wakeup.set()
+        if self.chat_worker is not None:
+            self.chat_worker.wakeup.set()
+
+    def _spawn(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        self.tasks.append(asyncio.create_task(loop(self.stop_event), name=name))
 
     async def start(self) -> None:
-        settings = self.core.settings
-        if self.core.db.is_sqlite:  # one process: whatever was running died with the last one
-            jobs = await queue.release_all_leases(self.core.db)
-            replies = await release_sending(self.core.db)
+        settings, db = self.core.settings, self.core.db
+        if db.is_sqlite:  # one process: whatever was running died with the last one
+            jobs = await queue.release_all_leases(db)
+            replies = await release_sending(db)
             if jobs or replies:
                 log.warning("work cut short by the last process is due again",
                             extra={"jobs": jobs, "replies": replies})
         if self.chat is not None:  # first: a bad token stops the start before we take mail
-            await self.chat.start()
-        handler = SmtpIngress(settings, self.core.db, on_stored=self.worker.wakeup.set)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(smtp_factory(handler, settings),
-                                                host=settings.smtp.host, port=settings.smtp.port)
-        self.smtp_port = self._server.sockets[0].getsockname()[1]
-        for index in range(settings.worker.gpg_threads):
-            self.tasks.append(asyncio.create_task(self.worker.run(self.stop_event),
-                                                   name=f"worker-{index}"))
-        self.tasks.append(asyncio.create_task(self.outbox.run(self.stop_event), name="outbox"))
-        self.tasks.append(asyncio.create_task(self.scheduler.run(self.stop_event), name="scheduler"))
-        log.info("gateway started", extra={"smtp": f"{settings.smtp.host}:{self.smtp_port}",
+            await self.chat.initialize()
+        if "smtp" in self.roles:
+            handler = SmtpIngress(settings, db, on_stored=self._wake_worker)
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(smtp_factory(handler, settings),
+                                                    host=settings.smtp.host, port=settings.smtp.port)
+            self.smtp_port = self._server.sockets[0].getsockname()[1]
+        if "worker" in self.roles:
+            for index in range(settings.worker.gpg_threads):
+                self._spawn(f"worker-{index}", self.worker.run)
+            self._spawn("outbox", self.outbox.run)
+        ttl = settings.worker.duty_lease_seconds
+        if "scheduler" in self.roles:
+            scheduler = Background("scheduler", self.scheduler.run)
+            self.duties.append(Duty(db, "scheduler", scheduler.start, scheduler.stop, ttl))
+        if self.chat is not None and self.chat_worker is not None:
+            chat, chat_jobs = self.chat, Background("chat-jobs", self.chat_worker.run)
+
+            async def start_chat() -> None:
+                await chat.start_polling()
+                await chat_jobs.start()
+
+            async def stop_chat() -> None:
+                await chat_jobs.stop()
+                await chat.stop_polling()
+
+            self.duties.append(Duty(db, "chat", start_chat, stop_chat, ttl))
+        for duty in self.duties:
+            self._spawn(f"duty-{duty.name}", duty.run)
+        log.info("gateway started", extra={"roles": ",".join(self.roles),
+                                           "smtp": f"{settings.smtp.host}:{self.smtp_port}",
                                            "fingerprint": self.core.gateway_fingerprint,
                                            "database": settings.database_url.split("://")[0]})
 
@@ -129,18 +192,18 @@ class Gateway:
             await self._server.wait_closed()
         for task in self.tasks:
             try:
-                await asyncio.wait_for(task, timeout=10)
+                await asyncio.wait_for(task, timeout=15)
             except TimeoutError:
                 task.cancel()
         if self.chat is not None:
-            await self.chat.stop()
+            await self.chat.shutdown()
         log.info("gateway stopped")
 
 
-async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+async def serve(settings: Settings, roles: tuple[str, ...] = ROLES) -> None:
     """`lers serve`: run until SIGINT or SIGTERM."""
     core = await open_core(settings)
-    gateway = Gateway(core)
+    gateway = Gateway(core, roles)
     try:
         await gateway.start()
     except BaseException:
@@ -149,8 +212,6 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, gateway.stop_event.set)
-    if ready is not None:
-        ready.set()
     try:
         await gateway.stop_event.wait()
     finally:

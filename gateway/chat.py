@@ -145,7 +145,8 @@ class ChatBot:
         self.pending_files: dict[int, tuple[str, bytes, float]] = {}
         self.app.add_error_handler(self.on_error)
 
-    async def start(self) -> None:
+    async def initialize(self) -> None:
+        """Check the token and reach the Bot API (raises ChatStartError, never showing the token)."""
         try:
             await self.app.initialize()
         except InvalidToken:  # PTB's own message quotes the token: never show that
@@ -158,6 +159,9 @@ class ChatBot:
                                  f"{type(exc).__name__}") from None
         await self._with_retry(lambda: self.app.bot.set_my_commands(
             [BotCommand(name, about) for name, (_, about) in COMMANDS.items() if name != "start"]))
+
+    async def start_polling(self) -> None:
+        """Take reviewers' updates (only one process in a deployment does: the chat duty)."""
         await self.app.start()
         assert self.app.updater is not None
         await self.app.updater.start_polling(
@@ -165,12 +169,15 @@ class ChatBot:
             allowed_updates=["message", "callback_query"])
         log.info("telegram bot started", extra={"bot": self.app.bot.username})
 
-    async def stop(self) -> None:
+    async def stop_polling(self) -> None:
         assert self.app.updater is not None
         if self.app.updater.running:
             await self.app.updater.stop()
         if self.app.running:
             await self.app.stop()
+
+    async def shutdown(self) -> None:
+        await self.stop_polling()
         await self.app.shutdown()
 
     # --- reviewers' updates ----------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.app import Core, open_core, serve
+from gateway.app import ROLES, Core, open_core, serve
 from gateway.audit import verify_chain
 from gateway.chat import ChatStartError
 from gateway.config import ConfigError, Settings, config_path, load_settings
@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("init", help="create the data dir, database and gateway key")
-    commands.add_parser("serve", help="run the gateway (SMTP ingress, workers, outbox)")
+    serve_cmd = commands.add_parser("serve", help="run the gateway (SMTP ingress, workers, outbox)")
+    serve_cmd.add_argument("--roles", default=",".join(ROLES),
+                           help=f"comma-separated roles to run here (default: all of {','.join(ROLES)})")
 
     agency = commands.add_parser("agency", help="manage agencies").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -96,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides = dict(_split_override(item) for item in args.set)
         settings = load_settings(config_path(args.config), overrides)
         if args.command == "serve":
+            roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+            unknown = set(roles) - set(ROLES)
+            if unknown or not roles:
+                raise CliError(f"--roles: unknown role(s) {', '.join(sorted(unknown)) or '(none given)'}; "
+                               f"choose from {','.join(ROLES)}")
             setup_logging()
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, roles))
             return 0
         setup_logging("WARNING")
         name = _name(args)

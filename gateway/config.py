@@ -68,6 +68,7 @@ class WorkerSettings:
     poll_seconds: float = 0.5
     max_attempts: int = 5
     lease_seconds: float = 300.0
+    duty_lease_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,7 @@ def _check_semantics(s: Settings) -> None:
         "worker.max_attempts": s.worker.max_attempts,
         "worker.poll_seconds": s.worker.poll_seconds,
         "worker.lease_seconds": s.worker.lease_seconds,
+        "worker.duty_lease_seconds": s.worker.duty_lease_seconds,
         "outbound.timeout_seconds": s.outbound.timeout_seconds,
         "outbound.first_retry_seconds": s.outbound.first_retry_seconds,
         "outbound.max_retry_seconds": s.outbound.max_retry_seconds,

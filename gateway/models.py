@@ -278,3 +278,12 @@ class ImapState(Base):
     last_error_at: Mapped[datetime | None]
     last_poll_at: Mapped[datetime | None]
     messages_ingested: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Lease(Base):
+    """Who runs a one-at-a-time duty (scheduler, chat poller, an IMAP account) until when."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]

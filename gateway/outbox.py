@@ -140,11 +140,12 @@ class OutboxSender:
         now = utcnow()
         lease = timedelta(seconds=self.settings.outbound.timeout_seconds * 2 + 30)
         async with self.db.transaction() as session:
-            rows = list(await session.scalars(
-                select(Outbox).where(Outbox.state.in_(["pending", "sending"]),
-                                     Outbox.next_attempt_at <= now)
-                .order_by(Outbox.id).limit(limit)
-            ))
+            query = (select(Outbox).where(Outbox.state.in_(["pending", "sending"]),
+                                          Outbox.next_attempt_at <= now)
+                     .order_by(Outbox.id).limit(limit))
+            if not self.db.is_sqlite:  # several gateway processes: each row goes to one sender
+                query = query.with_for_update(skip_locked=True)
+            rows = list(await session.scalars(query))
             for row in rows:  # a crash mid-send leaves the row to be retried after the lease
                 row.state = "sending"
                 row.next_attempt_at = now + lease

@@ -26,7 +26,8 @@ def enqueue(session: AsyncSession, kind: str, *, message_id: int | None = None,
     return job
 
 
-async def claim(db: Database, lease_seconds: float, max_attempts: int = 5) -> Job | None:
+async def claim(db: Database, lease_seconds: float, max_attempts: int = 5,
+                kinds: tuple[str, ...] | None = None) -> Job | None:
     """Take the oldest runnable job (queued and due, or with an expired lease).
 
     A job already claimed `max_attempts` times that never finished killed its worker each time
@@ -45,6 +46,8 @@ async def claim(db: Database, lease_seconds: float, max_attempts: int = 5) -> Jo
             .order_by(Job.id)
             .limit(1)
         )
+        if kinds is not None:
+            query = query.where(Job.kind.in_(kinds))
         if not db.is_sqlite:  # SQLite serialises writers with BEGIN IMMEDIATE instead
             query = query.with_for_update(skip_locked=True)
         job = await session.scalar(query)

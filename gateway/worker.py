@@ -28,7 +28,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            job = await queue.claim(self.db, self.lease_seconds, self.max_attempts)
+            job = await queue.claim(self.db, self.lease_seconds, self.max_attempts, tuple(self.handlers))
             if job is not None:
                 await self.run_job(job)
                 continue

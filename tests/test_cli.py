@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
+from gateway.db import Database, alembic_config
 from tests.conftest import short_tempdir
 from tests.support.officer_keys import OfficerKeyring, TestKey
 
@@ -124,8 +127,20 @@ def test_schema_is_migrated_and_checked(workdir: Path) -> None:
     assert status.returncode == 0 and "database: (none)" in status.stdout and "empty" in status.stdout
     assert lers(workdir, "init").returncode == 0  # a first start creates the schema
     status = lers(workdir, "db", "status")
-    assert "database: 0001" in status.stdout and "up to date" in status.stdout
-    assert lers(workdir, "db", "upgrade").stdout.strip().startswith("already at")
+    assert f"database: {HEAD}; this version: {HEAD}; up to date" in status.stdout
+    assert lers(workdir, "db", "upgrade").stdout.strip() == f"already at {HEAD}"
+
+    old = short_tempdir("cli-")  # a database made by the first release
+    try:
+        (old / "config.toml").write_text('[gateway]\naddress = "lers@gateway.test"\n')
+        (old / "data").mkdir(mode=0o700)
+        asyncio.run(upgrade_to(f"sqlite+aiosqlite:///{old / 'data' / 'lers.db'}", "0001"))
+        assert_one_line_error(lers(old, "requests", "list"), "schema is at revision 0001",
+                              f"needs {HEAD}", "lers db upgrade")
+        assert lers(old, "db", "upgrade").stdout.strip() == f"upgraded from 0001 to {HEAD}"
+        assert lers(old, "requests", "list").stdout.strip() == "no requests"
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
     stale = short_tempdir("cli-")
     try:
@@ -136,3 +151,12 @@ def test_schema_is_migrated_and_checked(workdir: Path) -> None:
         assert_one_line_error(lers(stale, "requests", "list"), "no schema revision")
     finally:
         shutil.rmtree(stale, ignore_errors=True)
+
+
+async def upgrade_to(url: str, revision: str) -> None:
+    database = Database(url)
+    await database.upgrade(revision)
+    await database.dispose()
+
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
