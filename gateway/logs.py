@@ -30,5 +30,5 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiosqlite", "sqlalchemy", "mail.log", "asyncio"):
+    for noisy in ("aiosqlite", "sqlalchemy", "mail.log", "asyncio", "alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

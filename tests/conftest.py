@@ -36,7 +36,7 @@ GATEWAY_ADDRESS = "lers@gateway.test"
 AGENCY = "Test Police"
 # `LERS_TEST_BACKEND=postgresql` runs every test that starts a gateway against PostgreSQL.
 BACKEND = os.environ.get("LERS_TEST_BACKEND", "sqlite")
-GATEWAY_FIXTURES = {"make_gateway", "gateway", "chat_gateway", "outcomes"}
+GATEWAY_FIXTURES = {"database_urls"}  # every gateway a test starts gets its database here
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

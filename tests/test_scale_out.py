@@ -1,0 +1,192 @@
+"""Several gateway processes on one PostgreSQL: jobs done exactly once, a dead worker's job
+reclaimed, the scheduler failing over, references allocated without gaps or duplicates.
+
+These start real `python run.py serve --roles ...` processes against a throw-away cluster; they
+run only in the PostgreSQL half of the suite (`LERS_TEST_BACKEND=postgresql`, as `make test` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.config import load_settings
+from gateway.db import Database
+from gateway.ingest import ingest
+from gateway.models import AuditEntry, Job, Lease, Message
+from handlers.refs import allocate_ref
+from tests.conftest import BACKEND, short_tempdir
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(
+    BACKEND != "postgresql", reason="runs in the PostgreSQL half of the suite (LERS_TEST_BACKEND=postgresql)")
+
+
+class Deployment:
+    """One shared database and data dir; any number of gateway processes with chosen roles."""
+
+    def __init__(self, home: Path, url: str) -> None:
+        self.home, self.url = home, url
+        self.config = home / "config.toml"
+        self.config.write_text(f"""
+[gateway]
+address = "lers@gateway.test"
+data_dir = "data"
+[storage]
+url = "{url}"
+[worker]
+poll_seconds = 0.05
+lease_seconds = 3
+duty_lease_seconds = 1.5
+gpg_threads = 2
+[outbound]
+port = 9
+""")
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, roles: str) -> subprocess.Popen[bytes]:
+        with open(self.home / f"serve-{len(self.processes)}.log", "ab") as log:
+            process = subprocess.Popen([sys.executable, "run.py", "--config", str(self.config), "--roles",
+                                        roles], cwd=REPO, stdout=log, stderr=log)
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+async def deployment(database_urls: Callable[[], str | None]) -> AsyncIterator[tuple[Deployment, Database]]:
+    home = short_tempdir("scale-")
+    url = database_urls()
+    assert url is not None
+    deployment = Deployment(home, url)
+    settings = load_settings(deployment.config, environ={})
+    from gateway.app import open_core
+    core = await open_core(settings)  # creates the schema and the shared gateway key
+    yield deployment, core.db
+    await asyncio.to_thread(deployment.stop_all)
+    await core.close()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+async def wait_until(condition: Callable[[], object], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await condition():  # type: ignore[misc]
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not within {within}s: {what}")
+
+
+async def unfinished_jobs(db: Database) -> int:
+    async with db.transaction() as session:
+        return int(await session.scalar(select(func.count()).select_from(Job).where(
+            Job.state.in_(["queued", "running"]))) or 0)
+
+
+async def test_three_worker_processes_do_each_of_1000_jobs_once(
+        deployment: tuple[Deployment, Database]) -> None:
+    setup, db = deployment
+    for n in range(1000):  # unsigned mail: refused by structure, so the jobs are cheap
+        await ingest(db, f"From: x{n}@example.org\r\nSubject: {n}\r\n\r\nhello {n}\r\n".encode(),
+                     transport="smtp")
+    for _ in range(3):
+        setup.spawn("worker")
+    await wait_until(lambda: _none_left(db), 120, "all 1000 jobs done")
+    async with db.transaction() as session:
+        refusals = await session.execute(
+            select(AuditEntry.subject, func.count()).where(AuditEntry.action == "inbound.refused")
+            .group_by(AuditEntry.subject))
+        counts = dict(refusals.all())
+        states = dict((await session.execute(
+            select(Message.state, func.count()).group_by(Message.state))).all())
+    assert len(counts) == 1000 and set(counts.values()) == {1}, "a job was done twice"
+    assert states == {"quarantined": 1000}
+
+
+async def _none_left(db: Database) -> bool:
+    return await unfinished_jobs(db) == 0
+
+
+async def test_a_killed_workers_job_is_reclaimed_after_its_lease(
+        deployment: tuple[Deployment, Database]) -> None:
+    setup, db = deployment
+    for n in range(300):
+        await ingest(db, f"From: y{n}@example.org\r\n\r\nhello {n}\r\n".encode(), transport="smtp")
+    first = setup.spawn("worker")
+    await wait_until(lambda: _some_done(db), 60, "the first worker started")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    setup.spawn("worker")
+    await wait_until(lambda: _none_left(db), 120, "the second worker finished everything")
+    async with db.transaction() as session:
+        counts = dict((await session.execute(
+            select(AuditEntry.subject, func.count()).where(AuditEntry.action == "inbound.refused")
+            .group_by(AuditEntry.subject))).all())
+    assert len(counts) == 300 and set(counts.values()) == {1}
+
+
+async def _some_done(db: Database) -> bool:
+    return await unfinished_jobs(db) < 290
+
+
+async def test_the_scheduler_fails_over_when_its_process_dies(
+        deployment: tuple[Deployment, Database]) -> None:
+    setup, db = deployment
+    a = setup.spawn("scheduler")
+    b = setup.spawn("scheduler")
+
+    async def holder() -> str | None:
+        async with db.transaction() as session:
+            lease = await session.get(Lease, "scheduler")
+            return lease.holder if lease is not None else None
+
+    await wait_until(holder, 30, "someone holds the scheduler lease")
+    first = await holder()
+    assert first is not None
+    pids = {a.pid: a, b.pid: b}
+    leader = pids[int(first.rsplit(":", 1)[1])]
+    follower = b if leader is a else a
+    await asyncio.sleep(2)  # several lease periods: the follower must not take it meanwhile
+    assert await holder() == first
+    leader.send_signal(signal.SIGKILL)
+    leader.wait(timeout=10)
+
+    async def follower_took_over() -> bool:
+        current = await holder()
+        return current is not None and current.endswith(f":{follower.pid}")
+
+    await wait_until(follower_took_over, 15, "the surviving process took the scheduler over")
+
+
+async def test_concurrent_reference_allocation_is_gap_free(database_urls: Callable[[], str | None]) -> None:
+    url = database_urls()
+    assert url is not None
+    db = Database(url)
+    await db.upgrade()
+
+    async def one() -> str:
+        async with db.transaction() as session:
+            return await allocate_ref(session)
+
+    refs = await asyncio.gather(*(one() for _ in range(200)))
+    await db.dispose()
+    numbers = sorted(int(r.rsplit("-", 1)[1]) for r in refs)
+    assert numbers == list(range(1, 201))
