@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION")
     database.add_parser("status", help="the schema revision of the database and of this code")
     database.add_parser("upgrade", help="apply the schema migrations (back up first)")
+    copy = database.add_parser("copy", help="copy the whole database into another, empty one")
+    copy.add_argument("--from", dest="source", required=True, metavar="URL")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL")
 
     key = commands.add_parser("key", help="the gateway's key").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -225,6 +228,16 @@ async def cmd_db_upgrade(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_db_copy(core: Core, args: argparse.Namespace) -> int:
+    from gateway.dbcopy import copy_database
+    copied = await copy_database(args.source, args.target)
+    for table, rows in copied.items():
+        print(f"{table:<18} {rows:>8} rows")
+    print(f"copied {sum(copied.values())} rows; "
+          "check the copy with `lers --set storage.url=URL audit verify`")
+    return 0
+
+
 async def cmd_key_export(core: Core, args: argparse.Namespace) -> int:
     sys.stdout.write(await core.pgp.export_gateway_public_key())
     return 0
@@ -292,6 +305,7 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "reviewer remove": cmd_reviewer_remove,
     "db status": cmd_db_status,
     "db upgrade": cmd_db_upgrade,
+    "db copy": cmd_db_copy,
     "key export": cmd_key_export,
     "requests list": cmd_requests_list,
     "requests show": cmd_requests_show,

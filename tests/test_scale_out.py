@@ -19,12 +19,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from gateway.audit import verify_chain
 from gateway.config import load_settings
-from gateway.db import Database
+from gateway.db import Database, SchemaError
+from gateway.dbcopy import copy_database
 from gateway.ingest import ingest
 from gateway.models import AuditEntry, Job, Lease, Message
+from gateway.records import list_requests
 from handlers.refs import allocate_ref
-from tests.conftest import BACKEND, short_tempdir
+from tests.conftest import BACKEND, GatewayRunner, short_tempdir
+from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
+from tests.support.officer_keys import OfficerKeyring, TestKey
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(
@@ -190,3 +195,44 @@ async def test_concurrent_reference_allocation_is_gap_free(database_urls: Callab
     await db.dispose()
     numbers = sorted(int(r.rsplit("-", 1)[1]) for r in refs)
     assert numbers == list(range(1, 201))
+
+
+async def test_db_copy_round_trip_sqlite_to_postgresql_and_back(
+        database_urls: Callable[[], str | None], officer_ring: OfficerKeyring, alice: TestKey) -> None:
+    runner = GatewayRunner(officer_ring)  # SQLite, as a first deployment would be
+    harness = await runner.start()
+    try:
+        await harness.enrol(alice)
+        await harness.send(signed_request_mail(officer_ring, alice, from_addr=alice.email,
+                                               body=request_body(type="preservation")))
+        await harness.send(unsigned_mail(from_addr="x@example.org", body="hello"))
+        await harness.settle()
+        before = await list_requests(harness.core.db)
+        sqlite_url = harness.settings.database_url
+        await harness.gateway.stop()
+    except BaseException:
+        await runner.stop_all()
+        raise
+    postgres_url = database_urls()
+    assert postgres_url is not None
+    home = short_tempdir("copy-")
+    back_url = f"sqlite+aiosqlite:///{home / 'back.db'}"
+    try:
+        forward = await copy_database(sqlite_url, postgres_url)
+        assert forward["requests"] == 1 and forward["messages"] >= 3 and forward["audit"] > 5
+        with pytest.raises(SchemaError, match="already holds data"):
+            await copy_database(sqlite_url, postgres_url)
+        backward = await copy_database(postgres_url, back_url)
+        assert backward == forward
+        for url in (postgres_url, back_url):
+            db = Database(url)
+            async with db.transaction() as session:
+                assert (await verify_chain(session)).ok
+            assert await list_requests(db) == before
+            async with db.transaction() as session:  # ids continue after the copied ones
+                session.add(AuditEntry(actor="test", action="t", prev_hash="0" * 64,
+                                       hash=url[-20:] + "x" * 44))
+            await db.dispose()
+    finally:
+        await runner.stop_all()
+        shutil.rmtree(home, ignore_errors=True)
