@@ -139,16 +139,20 @@ class OutboxSender:
         """Take up to `limit` due rows (leasing them), send each; returns how many were sent."""
         now = utcnow()
         lease = timedelta(seconds=self.settings.outbound.timeout_seconds * 2 + 30)
+        due = (Outbox.state.in_(["pending", "sending"]), Outbox.next_attempt_at <= now)
         async with self.db.transaction() as session:
-            query = (select(Outbox).where(Outbox.state.in_(["pending", "sending"]),
-                                          Outbox.next_attempt_at <= now)
-                     .order_by(Outbox.id).limit(limit))
+            candidates = select(Outbox.id).where(*due).order_by(Outbox.id).limit(limit)
             if not self.db.is_sqlite:  # several gateway processes: each row goes to one sender
-                query = query.with_for_update(skip_locked=True)
-            rows = list(await session.scalars(query))
-            for row in rows:  # a crash mid-send leaves the row to be retried after the lease
-                row.state = "sending"
-                row.next_attempt_at = now + lease
+                candidates = candidates.with_for_update(skip_locked=True)
+            # compare-and-set: a row another sender took meanwhile no longer matches `due`;
+            # a crash mid-send leaves the row to be retried when the lease runs out
+            claimed = await session.scalars(
+                update(Outbox).where(Outbox.id.in_(candidates.scalar_subquery()), *due)
+                .values(state="sending", next_attempt_at=now + lease)
+                .returning(Outbox.id))
+            ids = sorted(claimed)
+            rows = list(await session.scalars(select(Outbox).where(Outbox.id.in_(ids))
+                                              .order_by(Outbox.id))) if ids else []
         sent = 0
         for row in rows:
             try:

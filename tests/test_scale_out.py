@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import SMTP
 from sqlalchemy import func, select
 
 from gateway.audit import verify_chain
@@ -25,9 +26,11 @@ from gateway.db import Database, SchemaError
 from gateway.dbcopy import copy_database
 from gateway.ingest import ingest
 from gateway.models import AuditEntry, Job, Lease, Message
+from gateway.outbox import queue_reply
 from gateway.records import list_requests
+from handlers.enrolment import add_agency, add_officer
 from handlers.refs import allocate_ref
-from tests.conftest import BACKEND, GatewayRunner, short_tempdir
+from tests.conftest import BACKEND, GatewayRunner, SinkHandler, short_tempdir
 from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
 from tests.support.officer_keys import OfficerKeyring, TestKey
 
@@ -124,6 +127,8 @@ async def test_three_worker_processes_do_each_of_1000_jobs_once(
             select(Message.state, func.count()).group_by(Message.state))).all())
     assert len(counts) == 1000 and set(counts.values()) == {1}, "a job was done twice"
     assert states == {"quarantined": 1000}
+    async with db.transaction() as session:
+        assert (await verify_chain(session)).ok, "three processes forked the audit chain"
 
 
 async def _none_left(db: Database) -> bool:
@@ -236,3 +241,37 @@ async def test_db_copy_round_trip_sqlite_to_postgresql_and_back(
     finally:
         await runner.stop_all()
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_each_reply_is_sent_once_by_several_processes(
+        deployment: tuple[Deployment, Database], officer_ring: OfficerKeyring, alice: TestKey) -> None:
+    setup, db = deployment
+    sink = SinkHandler()
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(sink), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    text = setup.config.read_text().replace("[outbound]\nport = 9", f"[outbound]\nport = {port}")
+    setup.config.write_text(text)
+    settings = load_settings(setup.config, environ={})
+    from gateway.app import open_core
+    core = await open_core(settings)
+    await add_agency(core, "Test Police", "police.test")
+    await add_officer(core, alice.email, "Test Police", alice.public_armored)
+    async with db.transaction() as session:
+        for n in range(150):
+            queue_reply(session, settings, kind="test", recipient=alice.email,
+                        recipient_fingerprint=alice.fingerprint, subject=f"reply {n}", body="hello")
+    await core.close()
+    for _ in range(3):
+        setup.spawn("worker")
+
+    async def all_sent() -> bool:
+        return len(sink.received) >= 150
+
+    try:
+        await wait_until(all_sent, 90, "150 replies sent")
+        await asyncio.sleep(1)  # any duplicate would arrive now
+        subjects = [e.original_content.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0]
+                    for e in sink.received if e.original_content]
+        assert len(subjects) == 150 and len(set(subjects)) == 150, "a reply was sent twice"
+    finally:
+        server.close()
