@@ -1,0 +1,42 @@
+"""The README's "Try it" works: `make demo` against a running gateway prints the decrypted,
+gateway-signed acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import short_tempdir
+from tests.test_crash_recovery import REPO, GatewayProcess, free_port
+
+
+async def test_the_demo_prints_the_acknowledgement() -> None:
+    home = short_tempdir("demo-")
+    config = home / "config.toml"
+    smtp_port, smarthost_port = free_port(), free_port()
+    config.write_text(f'[gateway]\naddress = "lers@localhost"\ndata_dir = "data"\n'
+                      f"[smtp]\nport = {smtp_port}\n[outbound]\nport = {smarthost_port}\n"
+                      "first_retry_seconds = 0.5\n[worker]\npoll_seconds = 0.05\n")
+    gateway = GatewayProcess(config, smtp_port)
+    try:
+        await gateway.start()
+        demo = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "examples/send_request.py", "--config", str(config)],
+            cwd=REPO, capture_output=True, text=True, timeout=90, check=False)
+        assert demo.returncode == 0, demo.stderr
+        assert "Subject: [LERS-" in demo.stdout and "] Request received" in demo.stdout
+        assert "Signed by the gateway key: True" in demo.stdout
+        assert "Case number:      DEMO-2026-001" in demo.stdout
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        await asyncio.to_thread(cleanup, home)
+
+
+def cleanup(home: Path) -> None:
+    for keyring in ("gnupg", "demo-officer"):
+        subprocess.run(["gpgconf", "--homedir", str(home / "data" / keyring), "--kill", "gpg-agent"],
+                       capture_output=True, check=False)
+    shutil.rmtree(home, ignore_errors=True)
