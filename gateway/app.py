@@ -14,6 +14,7 @@ from gateway import queue
 from gateway.chat import ChatBot, notifications_disabled
 from gateway.config import Settings
 from gateway.db import Database
+from gateway.imap import ImapPoller
 from gateway.leases import Duty
 from gateway.outbox import OutboxSender, release_sending
 from gateway.pgp import OpenPGP
@@ -166,6 +167,12 @@ class Gateway:
         if "scheduler" in self.roles:
             scheduler = Background("scheduler", self.scheduler.run)
             self.duties.append(Duty(db, "scheduler", scheduler.start, scheduler.stop, ttl))
+        if "imap" in self.roles:  # each mailbox is read by one process at a time
+            for account in settings.imap:
+                if account.enabled:
+                    poller = ImapPoller(settings, account, db, on_stored=self._wake_worker)
+                    reader = Background(f"imap-{account.name}", poller.run)
+                    self.duties.append(Duty(db, f"imap:{account.name}", reader.start, reader.stop, ttl))
         if self.chat is not None and self.chat_worker is not None:
             chat, chat_jobs = self.chat, Background("chat-jobs", self.chat_worker.run)
 

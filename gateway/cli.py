@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     remove = reviewer.add_parser("remove", help="stop a reviewer's access (history is kept)")
     remove.add_argument("telegram_id", type=int, metavar="TELEGRAM_USER_ID")
 
+    imap = commands.add_parser("imap", help="polled IMAP mailboxes").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    listing = imap.add_parser("status", help="per account: connection, last UID, backlog, last error")
+    listing.add_argument("--json", action="store_true")
+
     database = commands.add_parser("db", help="the database schema").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     database.add_parser("status", help="the schema revision of the database and of this code")
@@ -210,6 +215,26 @@ async def cmd_reviewer_remove(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_imap_status(core: Core, args: argparse.Namespace) -> int:
+    from gateway.imap import imap_status
+    rows = await imap_status(core.db, core.settings)
+    _print(rows, args.json, lambda rs: "\n".join(_imap_line(r) for r in rs) or "no IMAP accounts configured")
+    return 0
+
+
+def _imap_line(r: dict[str, Any]) -> str:
+    def shown(value: object) -> object:
+        return "-" if value is None else value
+
+    line = (f"{r['name']}  {'connected' if r['connected'] else 'disconnected'}  "
+            f"{r['host']}:{r['port']}/{r['mailbox']}  last UID {shown(r['last_uid'])}"
+            f"  backlog {shown(r['backlog'])}  ingested {r['messages_ingested']}"
+            f"  last poll {shown(r['last_poll_at'])}")
+    if r["last_error"]:
+        line += f"\n    last error {r['last_error_at']}: {r['last_error']}"
+    return line
+
+
 async def cmd_db_status(core: Core, args: argparse.Namespace) -> int:
     current, head, tables = await core.db.schema_state()
     state = "up to date" if current == head else (
@@ -303,6 +328,7 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "reviewer add": cmd_reviewer_add,
     "reviewer list": cmd_reviewer_list,
     "reviewer remove": cmd_reviewer_remove,
+    "imap status": cmd_imap_status,
     "db status": cmd_db_status,
     "db upgrade": cmd_db_upgrade,
     "db copy": cmd_db_copy,

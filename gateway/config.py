@@ -126,7 +126,7 @@ class ImapAccount:
     password: str = ""
     password_file: str = ""
     mailbox: str = "INBOX"
-    processed_mailbox: str = ""  # move processed mail here; empty: flag it \Seen and leave it
+    processed_mailbox: str = ""  # move processed mail here; empty: tag it $LersProcessed, leave it
     poll_seconds: float = 60.0
     batch_size: int = 50
 

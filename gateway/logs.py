@@ -30,5 +30,5 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiosqlite", "sqlalchemy", "mail.log", "asyncio", "alembic", "httpx"):
+    for noisy in ("aiosqlite", "sqlalchemy", "mail.log", "asyncio", "alembic", "httpx", "aioimaplib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

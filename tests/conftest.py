@@ -237,7 +237,9 @@ class GatewayRunner:
         self.database_url = database_url
         self.running: list[tuple[Harness, asyncio.Server, Path]] = []
 
-    async def start(self, **overrides: str) -> Harness:
+    async def start(self, config_toml: str = "", **overrides: str) -> Harness:
+        """A gateway with test defaults, `overrides` (section__key=value) and, for what overrides
+        cannot say (e.g. [[imap]] tables), a config file holding `config_toml`."""
         sink = SinkHandler()
         loop = asyncio.get_running_loop()
         sink_server = await loop.create_server(lambda: SMTP(sink), "127.0.0.1", 0)
@@ -255,7 +257,11 @@ class GatewayRunner:
         if url:
             values["storage.url"] = url
         values.update({k.replace("__", "."): v for k, v in overrides.items()})
-        settings = load_settings(None, values, environ={})
+        config_file = None
+        if config_toml:
+            config_file = data_dir / "config.toml"
+            config_file.write_text(config_toml)
+        settings = load_settings(config_file, values, environ={})
         core = await open_core(settings)
         gateway = Gateway(core)
         await gateway.start()
