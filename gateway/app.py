@@ -6,9 +6,11 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from gateway import queue
 from gateway.chat import ChatBot, notifications_disabled
@@ -42,14 +44,29 @@ class Core:
         await asyncio.to_thread(self.pgp.close)
 
 
+class UnsafePermissions(Exception):
+    """A secret-holding file or directory is readable by other users; the message says which."""
+
+
+def check_private(*paths: Path) -> None:
+    """Refuse to run with the data dir, keyring or database readable by group or others."""
+    for path in paths:
+        if path.exists() and path.stat().st_mode & 0o077:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            raise UnsafePermissions(
+                f"{path} is readable by other users (mode {mode:04o}); it holds the gateway's secret "
+                f"key and evidence: run `chmod -R go-rwx {path}` and start again")
+
+
 async def open_core(settings: Settings, check_schema: bool = True) -> Core:
     """Create the data dir (0700), the schema and the gateway key if this is the first start.
 
     An existing database must already be at this code's schema (`lers db upgrade` migrates it);
     `check_schema=False` is for the commands that inspect or migrate the schema itself.
     """
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(settings.data_dir, 0o700)
+    for directory in (settings.data_dir, settings.gnupg_home):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private(settings.data_dir, settings.gnupg_home, settings.data_dir / "lers.db")
     db = Database(settings.database_url)
     if check_schema:
         try:
@@ -57,10 +74,10 @@ async def open_core(settings: Settings, check_schema: bool = True) -> Core:
         except BaseException:
             await db.dispose()
             raise
-    if db.is_sqlite:
-        database_file = settings.data_dir / "lers.db"
-        if database_file.exists():
-            os.chmod(database_file, 0o600)
+    if db.is_sqlite and check_schema:  # the files a first start just created
+        for name in ("lers.db", "lers.db-wal", "lers.db-shm"):
+            if (settings.data_dir / name).exists():
+                os.chmod(settings.data_dir / name, 0o600)
     pgp = OpenPGP(settings.gnupg_home, threads=settings.worker.gpg_threads,
                   max_plaintext_bytes=4 * settings.smtp.max_message_bytes)
     fingerprint, created = await pgp.ensure_gateway_key(settings.gateway.address,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.app import ROLES, Core, open_core, serve
+from gateway.app import ROLES, Core, UnsafePermissions, open_core, serve
 from gateway.audit import verify_chain
 from gateway.chat import ChatStartError
 from gateway.config import ConfigError, Settings, config_path, load_settings
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # everything the gateway writes (database, WAL, keyring, temp files) is private
     args = build_parser().parse_args(argv)
     try:
         overrides = dict(_split_override(item) for item in args.set)
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         name = _name(args)
         return asyncio.run(_with_core(settings, lambda core: COMMANDS[name](core, args),
                                       check_schema=not name.startswith("db ")))
-    except (CliError, ConfigError, OpenPGPError, ChatStartError, SchemaError) as exc:
+    except (CliError, ConfigError, OpenPGPError, ChatStartError, SchemaError, UnsafePermissions) as exc:
         print(f"lers: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -123,7 +123,6 @@ class OpenPGP:
 
     def __init__(self, home: Path, threads: int = 2, max_plaintext_bytes: int = 100 * 1024 * 1024) -> None:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(home, 0o700)
         self.home = home
         self.max_plaintext_bytes = max_plaintext_bytes
         self._gpg = gnupg.GPG(gnupghome=str(home), options=list(GPG_OPTIONS))

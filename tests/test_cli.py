@@ -135,6 +135,7 @@ def test_schema_is_migrated_and_checked(workdir: Path) -> None:
         (old / "config.toml").write_text('[gateway]\naddress = "lers@gateway.test"\n')
         (old / "data").mkdir(mode=0o700)
         asyncio.run(upgrade_to(f"sqlite+aiosqlite:///{old / 'data' / 'lers.db'}", "0001"))
+        (old / "data" / "lers.db").chmod(0o600)  # as the gateway keeps it
         assert_one_line_error(lers(old, "requests", "list"), "schema is at revision 0001",
                               f"needs {HEAD}", "lers db upgrade")
         assert lers(old, "db", "upgrade").stdout.strip() == f"upgraded from 0001 to {HEAD}"
@@ -148,6 +149,7 @@ def test_schema_is_migrated_and_checked(workdir: Path) -> None:
         (stale / "data").mkdir(mode=0o700)
         with sqlite3.connect(stale / "data" / "lers.db") as conn:
             conn.execute("CREATE TABLE agencies (id INTEGER PRIMARY KEY)")
+        (stale / "data" / "lers.db").chmod(0o600)
         assert_one_line_error(lers(stale, "requests", "list"), "no schema revision")
     finally:
         shutil.rmtree(stale, ignore_errors=True)
@@ -160,3 +162,17 @@ async def upgrade_to(url: str, revision: str) -> None:
 
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_a_data_dir_readable_by_others_stops_the_gateway(workdir: Path) -> None:
+    assert lers(workdir, "init").returncode == 0
+    for name in ("data", "data/gnupg", "data/lers.db", "data/lers.db-wal"):
+        path = workdir / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{name} is not private"
+    (workdir / "data").chmod(0o755)
+    assert_one_line_error(lers(workdir, "requests", "list"), "data is readable by other users (mode 0755)",
+                          "chmod -R go-rwx")
+    (workdir / "data").chmod(0o700)
+    (workdir / "data" / "gnupg").chmod(0o750)
+    assert_one_line_error(lers(workdir, "init"), "gnupg is readable by other users")

@@ -1,0 +1,260 @@
+"""The load generator: a process of its own that delivers mail over SMTP and is the gateway's smarthost.
+
+Keeping senders and the sink out of the benchmark's main process means the gateway competes with
+one load process for the cores, as it would with real peers, and the main process stays free to
+sample the gateway's memory. Send times and acknowledgement times are taken here, on one clock.
+
+The main process drives it through a pipe: `LoadProcess.call("ingress" | "deliver", ...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import re
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from bench.deploy import BenchError
+from bench.mails import GATEWAY_ADDRESS, INGRESS_TEMPLATE_ID, OFFICER_EMAIL, load
+
+SMTP_TIMEOUT = 120.0
+IN_REPLY_TO = re.compile(rb"^In-Reply-To:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+SUBJECT = re.compile(rb"^Subject:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One SMTP transaction: when it started, when the final reply came, whether it was 250."""
+
+    message_id: str
+    start: float
+    done: float
+    ok: bool
+
+
+class AckSink:
+    """The smarthost: notes when each reply arrives, keyed by the request it answers (In-Reply-To)."""
+
+    def __init__(self) -> None:
+        self.acks: dict[str, float] = {}
+        self.subjects: dict[str, str] = {}
+        self.unmatched = 0
+        self.changed = asyncio.Event()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        now = time.monotonic()
+        raw = envelope.original_content or b""
+        head = raw[: raw.find(b"\r\n\r\n")] if b"\r\n\r\n" in raw else raw[:8192]
+        match = IN_REPLY_TO.search(head)
+        if match is None:
+            self.unmatched += 1
+        else:
+            key = match.group(1).decode()
+            self.acks.setdefault(key, now)
+            subject = SUBJECT.search(head)
+            text = subject.group(1).decode(errors="replace").strip() if subject else ""
+            self.subjects.setdefault(key, text)
+        self.changed.set()
+        return "250 2.0.0 OK"
+
+    def forget(self, ids: Iterable[str]) -> None:
+        """Warm-up mails are reused on every fresh gateway: their old acknowledgements must not count."""
+        for mid in ids:
+            self.acks.pop(mid, None)
+            self.subjects.pop(mid, None)
+
+    async def wait_for(self, ids: set[str], deadline: float) -> set[str]:
+        """Wait (until `deadline`) for a reply to each id; returns the ids still unanswered."""
+        missing = ids - self.acks.keys()
+        while missing and time.monotonic() < deadline:
+            self.changed.clear()
+            missing = ids - self.acks.keys()
+            if not missing:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=min(0.5, deadline - time.monotonic()))
+        return ids - self.acks.keys()
+
+
+async def _connect(port: int) -> aiosmtplib.SMTP:
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=SMTP_TIMEOUT)
+    await client.connect()
+    return client
+
+
+async def persistent_sender(port: int, mails: Iterator[tuple[str, bytes]], out: list[Delivery],
+                            stop_at: float | None = None) -> None:
+    """One connection, messages back to back (as an MTA with connection caching sends)."""
+    client = await _connect(port)
+    try:
+        while stop_at is None or time.monotonic() < stop_at:
+            item = next(mails, None)  # shared by all senders: each mail goes out once
+            if item is None:
+                break
+            mid, raw = item
+            start = time.monotonic()
+            ok = False
+            try:
+                errors, _ = await client.sendmail(OFFICER_EMAIL, [GATEWAY_ADDRESS], raw)
+                ok = not errors
+            except aiosmtplib.SMTPResponseException:
+                pass  # refused (4xx/5xx): the connection is still usable
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+                client = await _connect(port)
+            out.append(Delivery(mid, start, time.monotonic(), ok))
+    finally:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.quit()
+        client.close()
+
+
+async def one_shot(port: int, mid: str, raw: bytes) -> Delivery:
+    """A connection of its own for one mail (as each officer's mail server delivers)."""
+    start = time.monotonic()
+    ok = False
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+        errors, _ = await aiosmtplib.send(raw, sender=OFFICER_EMAIL, recipients=[GATEWAY_ADDRESS],
+                                          hostname="127.0.0.1", port=port, timeout=SMTP_TIMEOUT)
+        ok = not errors
+    return Delivery(mid, start, time.monotonic(), ok)
+
+
+async def ingress(sink: AckSink, *, port: int, template: bytes, tag: str, count: int, senders: int,
+                  warmup: float, duration: float) -> dict[str, Any]:
+    """Messages/s answered 250 by `senders` back-to-back senders, counted in a window after a warm-up.
+
+    The copies differ only in Message-ID; they are made before the clock starts.
+    """
+    marker = INGRESS_TEMPLATE_ID.encode()
+    mails = [(mid, template.replace(marker, mid.encode(), 1))
+             for mid in (f"<bench-{tag}-{i:06d}@police.test>" for i in range(count))]
+    feed = iter(mails)
+    out: list[Delivery] = []
+    start = time.monotonic()
+    opens, closes = start + warmup, start + warmup + duration
+    await asyncio.gather(*(persistent_sender(port, feed, out, stop_at=closes) for _ in range(senders)))
+    counted = sum(1 for d in out if d.ok and opens <= d.done < closes)
+    return {"rate": counted / duration, "counted": counted, "accepted": sum(d.ok for d in out),
+            "refused": sum(not d.ok for d in out), "exhausted": next(feed, None) is None}
+
+
+async def deliver(sink: AckSink, *, port: int, path: str, mode: str, senders: int = 10,
+                  rate: float | None = None, ack_timeout: float = 120.0) -> dict[str, Any]:
+    """Send a prepared set and wait for the acknowledgement of each accepted mail.
+
+    mode "burst": `senders` back-to-back senders drain the set (throughput);
+    "paced": one new connection every 1/`rate` s, whether or not earlier ones finished (open loop);
+    "together": every mail at once, each on its own connection.
+    """
+    mails = load(Path(path))
+    sink.forget(mid for mid, _ in mails)
+    out: list[Delivery] = []
+    start = time.monotonic()
+    if mode == "burst":
+        feed = iter(mails)
+        await asyncio.gather(*(persistent_sender(port, feed, out) for _ in range(senders)))
+    elif mode == "paced":
+        if not rate or rate <= 0:
+            raise ValueError("paced delivery needs a positive rate")
+        tasks = []
+        for index, (mid, raw) in enumerate(mails):
+            await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one_shot(port, mid, raw)))
+        out = list(await asyncio.gather(*tasks))
+    elif mode == "together":
+        out = list(await asyncio.gather(*(one_shot(port, mid, raw) for mid, raw in mails)))
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    del mails
+    all_accepted = time.monotonic()
+    missing = await sink.wait_for({d.message_id for d in out if d.ok}, time.monotonic() + ack_timeout)
+    return {
+        "start": start, "all_accepted": all_accepted,
+        "deliveries": [(d.message_id, d.start, d.done, d.ok) for d in out],
+        "acks": {d.message_id: sink.acks[d.message_id] for d in out if d.message_id in sink.acks},
+        "subjects": {d.message_id: sink.subjects[d.message_id] for d in out if d.message_id in sink.subjects},
+        "missing": sorted(missing), "unmatched": sink.unmatched,
+    }
+
+
+Command = Callable[..., Awaitable[dict[str, Any]]]
+COMMANDS: dict[str, Command] = {"ingress": ingress, "deliver": deliver}
+
+
+async def _serve(conn: Connection) -> None:
+    sink = AckSink()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(sink, hostname="smarthost.test", ident="bench-sink", decode_data=False),
+        host="127.0.0.1", port=0)
+    conn.send(("ready", server.sockets[0].getsockname()[1]))
+    try:
+        while True:
+            try:
+                command, kwargs = await asyncio.to_thread(conn.recv)
+            except EOFError:  # the main process is gone
+                break
+            if command == "stop":
+                break
+            try:
+                conn.send(("ok", await COMMANDS[command](sink, **kwargs)))
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    finally:
+        server.close()
+
+
+def child_main(conn: Connection) -> None:
+    asyncio.run(_serve(conn))
+
+
+class LoadTimeout(BenchError):
+    """The load process did not answer in time: its pipe is out of step, so the benchmark stops."""
+
+
+class LoadProcess:
+    """The main process's handle on the load process (spawned, so it shares nothing with us)."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=child_main, args=(child,), name="bench-load", daemon=True)
+        self.process.start()
+        child.close()
+        kind, port = self._receive(60)
+        if kind != "ready":
+            raise BenchError(f"the load process did not start: {port}")
+        self.sink_port: int = port
+
+    def _receive(self, timeout: float) -> tuple[str, Any]:
+        if not self.conn.poll(timeout):
+            raise LoadTimeout(f"the load process did not answer within {timeout:.0f} s")
+        kind, value = self.conn.recv()
+        return kind, value
+
+    def call(self, command: str, timeout: float, **kwargs: Any) -> dict[str, Any]:
+        self.conn.send((command, kwargs))
+        kind, value = self._receive(timeout)
+        if kind != "ok":
+            raise BenchError(f"load process, {command}:\n{value}")
+        result: dict[str, Any] = value
+        return result
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send(("stop", {}))
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(10)
+        self.conn.close()
