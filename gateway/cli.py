@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION")
     listing = quarantine.add_parser("list", help="refused messages with their reasons")
     listing.add_argument("--json", action="store_true")
+    shown = quarantine.add_parser("show", help="one refused message (--raw: its bytes, as received)")
+    shown.add_argument("id", type=int)
+    shown.add_argument("--json", action="store_true")
+    shown.add_argument("--raw", action="store_true")
+    released = quarantine.add_parser("release", help="judge a refused message again, from scratch")
+    released.add_argument("id", type=int)
+    purged = quarantine.add_parser("purge", help="delete refused messages older than N days")
+    purged.add_argument("--older-than", type=float, required=True, metavar="DAYS")
 
     audit_cmd = commands.add_parser("audit", help="the audit log").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -314,6 +322,40 @@ async def cmd_quarantine_list(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_quarantine_show(core: Core, args: argparse.Namespace) -> int:
+    from handlers.quarantine import QuarantineError, show
+    try:
+        data, raw = await show(core.db, args.id)
+    except QuarantineError as exc:
+        raise CliError(str(exc)) from exc
+    if args.raw:
+        sys.stdout.buffer.write(raw)
+        return 0
+    _print(data, args.json, lambda d: "\n".join(
+        [f"{d['id']}  {d['received_at'][:19]}  {d['transport']} from {d['peer'] or '-'}  {d['size']} bytes",
+         f"refused: {d['reason']}: {d['detail']}",
+         f"signature: {(d['verification'] or {}).get('signer_fingerprint') or 'none verified'}",
+         "headers (not verified):"]
+        + [f"  {k}: {v}" for k, v in d["unverified_headers"].items() if v]))
+    return 0
+
+
+async def cmd_quarantine_release(core: Core, args: argparse.Namespace) -> int:
+    from handlers.quarantine import QuarantineError, release
+    try:
+        await release(core.db, args.id)
+    except QuarantineError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"message {args.id} released: a running gateway judges it again")
+    return 0
+
+
+async def cmd_quarantine_purge(core: Core, args: argparse.Namespace) -> int:
+    from handlers.quarantine import purge
+    print(f"purged {await purge(core.db, args.older_than, actor='operator')} message(s)")
+    return 0
+
+
 async def cmd_audit_verify(core: Core, args: argparse.Namespace) -> int:
     async with core.db.transaction() as session:
         report = await verify_chain(session)
@@ -338,5 +380,8 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "requests list": cmd_requests_list,
     "requests show": cmd_requests_show,
     "quarantine list": cmd_quarantine_list,
+    "quarantine show": cmd_quarantine_show,
+    "quarantine release": cmd_quarantine_release,
+    "quarantine purge": cmd_quarantine_purge,
     "audit verify": cmd_audit_verify,
 }

@@ -60,6 +60,7 @@ class PolicySettings:
     max_clock_skew_minutes: float = 10.0
     allow_inline_pgp: bool = False
     impersonation_warning_hours: float = 24.0
+    quarantine_retention_days: float = 90.0
 
 
 @dataclass(frozen=True)
@@ -341,6 +342,7 @@ def _check_semantics(s: Settings) -> None:
         "policy.max_signature_age_hours": s.policy.max_signature_age_hours,
         "policy.max_clock_skew_minutes": s.policy.max_clock_skew_minutes,
         "policy.impersonation_warning_hours": s.policy.impersonation_warning_hours,
+        "policy.quarantine_retention_days": s.policy.quarantine_retention_days,
     }
     for key, value in non_negative.items():
         if value < 0:

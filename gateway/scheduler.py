@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.db import Database
 from gateway.models import Request
 from handlers.notify import notify_reviewers
+from handlers.quarantine import purge
 from handlers.review import OPEN_STATES
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,14 @@ async def warn_of_deadlines(settings: Settings, db: Database) -> int:
         return len(due)
 
 
+async def purge_old_quarantine(settings: Settings, db: Database) -> int:
+    """Refused messages are kept `[policy] quarantine_retention_days` (0: for ever), then deleted."""
+    days = settings.policy.quarantine_retention_days
+    return await purge(db, days) if days else 0
+
+
 Task = Callable[[Settings, Database], Awaitable[int]]
-TASKS: tuple[Task, ...] = (warn_of_deadlines,)
+TASKS: tuple[Task, ...] = (warn_of_deadlines, purge_old_quarantine)
 
 
 class Scheduler:
