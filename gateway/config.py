@@ -33,13 +33,18 @@ class SmtpSettings:
     host: str = "127.0.0.1"
     port: int = 8025
     max_message_bytes: int = 25 * 1024 * 1024
+    # STARTTLS for senders: offered when a certificate is configured; require_tls refuses plain text
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    require_tls: bool = False
 
 
 @dataclass(frozen=True)
 class OutboundSettings:
     host: str = "127.0.0.1"
     port: int = 25
-    starttls: bool = False
+    tls: str = "none"  # starttls | implicit | none (none: only for a smarthost on loopback)
+    ca_file: str = ""  # a CA bundle to trust instead of the system's
     username: str = ""
     password: str = ""
     password_file: str = ""
@@ -191,6 +196,7 @@ SECTIONS: dict[str, type] = {
 LIST_SECTIONS: dict[str, type] = {"imap": ImapAccount}  # [[name]] arrays of tables
 
 ENV_PREFIX = "LERS_"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def config_path(cli_path: str | None) -> Path | None:
@@ -356,6 +362,15 @@ def _check_semantics(s: Settings) -> None:
     if s.telegram.enabled and not (s.telegram.token or s.telegram.token_file):
         raise ConfigError("telegram.token: required when telegram.enabled is true "
                           "(or set telegram.token_file)")
+    if s.outbound.tls not in ("starttls", "implicit", "none"):
+        raise ConfigError(f"outbound.tls: must be starttls, implicit or none, got {s.outbound.tls!r}")
+    if s.outbound.tls == "none" and s.outbound.host not in LOOPBACK:
+        raise ConfigError(f"outbound.tls: none is allowed only for a smarthost on loopback, not "
+                          f"{s.outbound.host}: use starttls or implicit")
+    if bool(s.smtp.tls_cert_file) != bool(s.smtp.tls_key_file):
+        raise ConfigError("smtp.tls_cert_file and smtp.tls_key_file: give both, or neither")
+    if s.smtp.require_tls and not s.smtp.tls_cert_file:
+        raise ConfigError("smtp.require_tls: needs smtp.tls_cert_file and smtp.tls_key_file")
     names = [a.name for a in s.imap]
     for index, account in enumerate(s.imap):
         key = f"imap[{index}]"
@@ -365,7 +380,7 @@ def _check_semantics(s: Settings) -> None:
             raise ConfigError(f"{key}.host: required")
         if account.tls not in ("implicit", "starttls", "none"):
             raise ConfigError(f"{key}.tls: must be implicit, starttls or none, got {account.tls!r}")
-        if account.tls == "none" and account.host not in ("127.0.0.1", "localhost", "::1"):
+        if account.tls == "none" and account.host not in LOOPBACK:
             raise ConfigError(f"{key}.tls: none is allowed only for a server on loopback")
         if not 0 < account.port <= 65535 or account.poll_seconds <= 0 or account.batch_size <= 0:
             raise ConfigError(f"{key}: port, poll_seconds and batch_size must be positive")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import ssl
 import uuid
 from datetime import timedelta
 from email import policy
@@ -120,6 +121,11 @@ class OutboxSender:
         self.db = db
         self.pgp = pgp
         self.wakeup = asyncio.Event()
+        out = settings.outbound
+        self.tls_context = None
+        if out.tls != "none":  # certificates are always verified; ca_file replaces the system CAs
+            self.tls_context = ssl.create_default_context(
+                cafile=str(settings.base_dir / out.ca_file) if out.ca_file else None)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -179,7 +185,8 @@ class OutboxSender:
         try:
             await aiosmtplib.send(
                 raw, sender=row.sender, recipients=[row.recipient], hostname=out.host,
-                port=out.port, start_tls=out.starttls, use_tls=False,
+                port=out.port, start_tls=out.tls == "starttls", use_tls=out.tls == "implicit",
+                tls_context=self.tls_context,
                 username=out.username or None,
                 password=(self.settings.outbound_password() or None) if out.username else None,
                 timeout=out.timeout_seconds,

@@ -8,12 +8,13 @@ server keeps the message and tries again.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings
 from gateway.db import Database
 from gateway.ingest import ingest
 
@@ -55,9 +56,21 @@ class SmtpIngress:
 
 
 def smtp_factory(handler: SmtpIngress, settings: Settings) -> Callable[[], Any]:
+    """aiosmtpd sessions; STARTTLS offered with the configured certificate, required if asked."""
+    tls_context = None
+    if settings.smtp.tls_cert_file:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            tls_context.load_cert_chain(settings.base_dir / settings.smtp.tls_cert_file,
+                                        settings.base_dir / settings.smtp.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"smtp.tls_cert_file / tls_key_file: cannot load: {exc}") from exc
+
     def make() -> SMTP:
         return SMTP(handler, data_size_limit=settings.smtp.max_message_bytes,
                     enable_SMTPUTF8=True, decode_data=False,
                     hostname=settings.gateway.address.rpartition("@")[2],
-                    ident="lers-gateway")
+                    ident="lers-gateway", tls_context=tls_context,
+                    require_starttls=settings.smtp.require_tls)
     return make

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.certificates import make_certificate
+
 DOVECOT_PACKAGE = "dovecot-imapd"
 USER = "lers-mailbox"
 PASSWORD = "s3cret pass\"word"  # a space and a quote: the client must quote it
@@ -121,21 +123,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def make_certificate(directory: Path, common_name: str = "localhost") -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1; it is its own CA for the client."""
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", f"/CN={common_name}",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-addext", "basicConstraints=critical,CA:TRUE",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
 
 
 class Dovecot:
