@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,13 +23,47 @@ from gateway.ingest import ingest
 log = logging.getLogger(__name__)
 
 
+class RateLimit:
+    """At most `limit` events per key in any sliding minute (memory bounded by the keys seen)."""
+
+    def __init__(self, limit: int, window_seconds: float = 60.0) -> None:
+        self.limit, self.window = limit, window_seconds
+        self.events: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        if not self.limit:
+            return True
+        now = time.monotonic()
+        events = self.events.setdefault(key, deque())
+        while events and now - events[0] > self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        if len(self.events) > 100_000:  # forget idle keys rather than grow without bound
+            self.events = {k: v for k, v in self.events.items() if v and now - v[-1] <= self.window}
+        return True
+
+
 class SmtpIngress:
-    """The aiosmtpd handler (see aiosmtpd's handler API: handle_RCPT, handle_DATA)."""
+    """The aiosmtpd handler (see aiosmtpd's handler API: handle_MAIL, handle_RCPT, handle_DATA)."""
 
     def __init__(self, settings: Settings, db: Database, on_stored: Callable[[], None]) -> None:
         self.recipients = settings.recipients
         self.db = db
         self.on_stored = on_stored
+        self.per_client = RateLimit(settings.smtp.max_messages_per_minute_per_client)
+        self.per_sender = RateLimit(settings.smtp.max_messages_per_minute_per_sender)
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        client = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        if not self.per_client.allow(client) or not self.per_sender.allow(address.lower()):
+            log.warning("rate limit: sender told to retry later", extra={"peer": client})
+            return "451 4.7.1 Too many messages; try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:

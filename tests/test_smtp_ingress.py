@@ -76,3 +76,17 @@ async def test_message_is_committed_before_250(gateway: Harness) -> None:
     stored = await gateway.message(message_id)
     assert stored.raw == raw
     assert stored.state == "received"
+
+
+async def test_rate_limits_ask_senders_to_retry_later(make_gateway: GatewayFactory) -> None:
+    harness = await make_gateway(**{"smtp.max_messages_per_minute_per_sender": "3",
+                                    "smtp.max_messages_per_minute_per_client": "5"})
+    mail = b"Subject: hi\r\n\r\nhello\r\n"
+    codes = [(await harness.send(mail + str(n).encode(), mail_from="a@example.org"))[0] for n in range(4)]
+    assert codes == [250, 250, 250, 451]
+    other = [(await harness.send(mail + b"x" + str(n).encode(), mail_from="b@example.org"))[0]
+             for n in range(3)]
+    # the client's own limit (5 a minute) counts every attempt, the refused one too
+    assert other == [250, 451, 451]
+    async with harness.core.db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 4
