@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import email
+import io
+import logging
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import Message as EmailMessage
 from pathlib import Path
@@ -26,6 +29,7 @@ from sqlalchemy import func, select
 
 from gateway.app import Core, Gateway, open_core
 from gateway.config import Settings, load_settings
+from gateway.logs import setup_logging
 from gateway.models import Job, Message, Outbox
 from gateway.records import list_quarantine, list_requests
 from handlers.enrolment import add_agency, add_officer
@@ -64,6 +68,24 @@ def database_urls() -> Iterator[Callable[[], str | None]]:
     cluster.start()
     yield cluster.new_database
     cluster.stop()
+
+
+@contextmanager
+def production_logs() -> Iterator[io.StringIO]:
+    """The gateway's own log set-up (JSON lines, INFO), written to a buffer a test can search."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    buffer = io.StringIO()
+    setup_logging()
+    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
+    try:
+        yield buffer
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def short_tempdir(prefix: str) -> Path:
@@ -264,7 +286,13 @@ class GatewayRunner:
         settings = load_settings(config_file, values, environ={})
         core = await open_core(settings)
         gateway = Gateway(core)
-        await gateway.start()
+        try:
+            await gateway.start()
+        except BaseException:
+            await core.close()
+            sink_server.close()
+            shutil.rmtree(data_dir, ignore_errors=True)
+            raise
         # officers hold the gateway's public key, to check the signatures on its replies
         self.ring.import_key((await core.pgp.export_gateway_public_key()).encode())
         harness = Harness(settings, core, gateway, sink, self.ring)

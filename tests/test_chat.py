@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from handlers.enrolment import add_reviewer
-from tests.conftest import GatewayFactory, Harness
+from tests.conftest import GatewayFactory, Harness, production_logs
 from tests.support.mail_factory import Attachment, pdf_bytes, request_body, signed_request_mail
 from tests.support.officer_keys import TestKey
 from tests.support.telegram_stub import FakeBotApi, SentCall
@@ -252,3 +252,32 @@ async def test_note_assign_mine_and_partial(chat_gateway: Harness, api: FakeBotA
     assert "subscriber data only" in decision.text
     unknown = await say(api, RITA, "/frobnicate")
     assert unknown.params["text"] == "Unknown command /frobnicate. /help lists the commands."
+
+
+async def test_the_bot_token_never_reaches_the_logs(api: FakeBotApi, make_gateway: GatewayFactory,
+                                                    alice: TestKey) -> None:
+    with production_logs() as logs:
+        harness = await make_gateway(**{
+            "telegram.enabled": "true", "telegram.token": TOKEN, "telegram.base_url": api.base_url,
+            "telegram.base_file_url": api.base_file_url, "telegram.poll_timeout_seconds": "1"})
+        await harness.enrol(alice)
+        await add_reviewer(harness.core, RITA, "Rita", "approver")
+        ref = await submit(harness, alice, type="preservation")
+        await say(api, RITA, f"/approve {ref}")
+        await harness.settle()
+        api.fail_next("sendMessage", status=429, retry_after=1)
+        await say(api, RITA, "/queue")
+        await harness.gateway.stop()
+    written = logs.getvalue()
+    assert "telegram bot started" in written and "slow down" in written  # the logs were captured
+    assert TOKEN not in written and TOKEN.split(":")[1] not in written
+
+
+async def test_a_rejected_token_is_reported_without_the_token(api: FakeBotApi,
+                                                              make_gateway: GatewayFactory) -> None:
+    from gateway.chat import ChatStartError
+    wrong = "999:not-the-token"
+    with pytest.raises(ChatStartError) as refused:
+        await make_gateway(**{"telegram.enabled": "true", "telegram.token": wrong,
+                              "telegram.base_url": api.base_url, "telegram.base_file_url": api.base_file_url})
+    assert "telegram.token was rejected" in str(refused.value) and wrong not in str(refused.value)
