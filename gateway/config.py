@@ -70,6 +70,9 @@ class PolicySettings:
     allow_inline_pgp: bool = False
     impersonation_warning_hours: float = 24.0
     quarantine_retention_days: float = 90.0
+    # PDF text is extracted for reviewers in a separate process, stopped at these limits
+    pdf_text_seconds: float = 30.0
+    pdf_text_max_pages: int = 200
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,8 @@ def _check_semantics(s: Settings) -> None:
         "worker.gpg_threads": s.worker.gpg_threads,
         "worker.max_attempts": s.worker.max_attempts,
         "worker.poll_seconds": s.worker.poll_seconds,
+        "policy.pdf_text_seconds": s.policy.pdf_text_seconds,
+        "policy.pdf_text_max_pages": s.policy.pdf_text_max_pages,
         "worker.lease_seconds": s.worker.lease_seconds,
         "worker.duty_lease_seconds": s.worker.duty_lease_seconds,
         "outbound.timeout_seconds": s.outbound.timeout_seconds,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import logging
 import re
+import sys
 from dataclasses import dataclass
 
 from pypdf import PdfReader
@@ -47,8 +49,9 @@ def safe_name(filename: str | None, index: int, sha256: str) -> str:
     return f"{index:02d}-{sha256[:12]}-{base or 'attachment'}"
 
 
-def extract_pdf_text(data: bytes) -> tuple[str | None, str | None]:
-    """(text, None) or (None, why not). Never renders; bounded in pages and characters."""
+def extract_pdf_text(data: bytes, max_pages: int = MAX_PAGES) -> tuple[str | None, str | None]:
+    """(text, None) or (None, why not). Never renders; bounded in pages and characters.
+    Runs inside `gateway.pdftext`'s process, never in the gateway's own."""
     if not data.startswith(b"%PDF-"):
         return None, "not a PDF file"
     try:
@@ -58,8 +61,8 @@ def extract_pdf_text(data: bytes) -> tuple[str | None, str | None]:
         chunks: list[str] = []
         total = 0
         for number, page in enumerate(reader.pages):
-            if number >= MAX_PAGES:
-                chunks.append(f"[text extraction stopped after {MAX_PAGES} pages]")
+            if number >= max_pages:
+                chunks.append(f"[text extraction stopped after {max_pages} pages]")
                 break
             text = page.extract_text() or ""
             chunks.append(text)
@@ -71,14 +74,33 @@ def extract_pdf_text(data: bytes) -> tuple[str | None, str | None]:
         return None, f"the PDF cannot be read: {type(exc).__name__}"
 
 
-async def prepare_documents(attachments: tuple[ReceivedAttachment, ...]) -> list[Document]:
-    """Hash every attachment and extract PDF text, off the event loop."""
+async def extract_in_subprocess(data: bytes, seconds: float, max_pages: int) -> tuple[str | None, str | None]:
+    """Run `gateway.pdftext` on the bytes; kill it at the time limit."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.pdftext", str(max_pages), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(data), timeout=seconds)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return None, f"text extraction took longer than {seconds:g} s and was stopped"
+    try:
+        result = json.loads(output)
+        return result.get("text"), result.get("error")
+    except (ValueError, AttributeError):
+        return None, f"text extraction failed (exit status {process.returncode})"
+
+
+async def prepare_documents(attachments: tuple[ReceivedAttachment, ...], *, seconds: float = 30.0,
+                            max_pages: int = MAX_PAGES) -> list[Document]:
+    """Hash every attachment (off the event loop) and extract PDF text (in a killable process)."""
     documents = []
     for index, attachment in enumerate(attachments, start=1):
         digest = await asyncio.to_thread(lambda data=attachment.data: hashlib.sha256(data).hexdigest())
         text, error = (None, None)
         if is_pdf(attachment):
-            text, error = await asyncio.to_thread(extract_pdf_text, attachment.data)
+            text, error = await extract_in_subprocess(attachment.data, seconds, max_pages)
         documents.append(Document(attachment, safe_name(attachment.filename, index, digest),
                                   digest, text, error))
     return documents

@@ -50,7 +50,9 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
     evaluation = await evaluate(ctx, raw, received_at, message.id, transport)
     documents = []
     if evaluation.accepted and evaluation.content is not None:
-        documents = await prepare_documents(evaluation.content.attachments)
+        documents = await prepare_documents(evaluation.content.attachments,
+                                            seconds=ctx.settings.policy.pdf_text_seconds,
+                                            max_pages=ctx.settings.policy.pdf_text_max_pages)
     try:
         async with ctx.db.transaction() as session:
             message = await session.get(Message, job.message_id)

@@ -22,6 +22,7 @@ from tests.support.mail_factory import (
     multipart_entity,
     multipart_signed_entity,
     outer_headers,
+    pdf_bytes,
     replace_outer_header,
     request_body,
     signed_request_mail,
@@ -271,3 +272,29 @@ async def test_folded_outer_message_id_does_not_jam_the_outbox(gateway: Harness,
         await asyncio.sleep(0.1)
     stuck = [who for who in (alice.email, bob.email) if not gateway.replies(to=who)]
     assert stuck == [], f"acknowledgements that never left the outbox: {stuck}"
+
+
+async def test_pdf_text_extraction_is_stopped_at_its_time_limit(
+        make_gateway: GatewayFactory, alice: TestKey) -> None:
+    """A PDF is parsed in a process of its own that is killed at the limit; the document is still
+    kept (hash, size) and the request registered, with the reason its text is missing."""
+    gateway: Harness = await make_gateway(policy__pdf_text_seconds="0.01")
+    await gateway.enrol(alice)
+    order = Attachment("order.pdf", "application/pdf", pdf_bytes("Court order"))
+    await gateway.send(signed_request_mail(gateway.ring, alice, from_addr=alice.email,
+                                           body=request_body(type="court_order"), attachments=[order]))
+    await gateway.settle()
+    from gateway.records import show_request
+    [request] = await gateway.requests()
+    details = await show_request(gateway.core.db, request["ref"])
+    assert details is not None
+    [document] = details["documents"]
+    assert document["text_extracted"] is False
+    assert document["extraction_error"] == "text extraction took longer than 0.01 s and was stopped"
+
+
+async def test_a_file_named_pdf_that_is_not_one() -> None:
+    from gateway.documents import extract_in_subprocess
+    assert await extract_in_subprocess(b"MZ\x90\x00 not a pdf", 30, 200) == (None, "not a PDF file")
+    text, error = await extract_in_subprocess(pdf_bytes("Hello court"), 30, 200)
+    assert error is None and text is not None and "Hello court" in text
