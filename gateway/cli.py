@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd = commands.add_parser("audit", help="the audit log").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     audit_cmd.add_parser("verify", help="check the hash chain")
+    export = audit_cmd.add_parser("export", help="a signed chain-of-custody bundle for one request")
+    export.add_argument("ref")
+    export.add_argument("--out", type=Path, required=True, metavar="DIR")
     return parser
 
 
@@ -365,6 +368,17 @@ async def cmd_audit_verify(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_audit_export(core: Core, args: argparse.Namespace) -> int:
+    from gateway.custody import ExportError, export_request
+    try:
+        files = await export_request(core, args.ref, args.out)
+    except ExportError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"{len(files)} files in {args.out}; check them offline with:\n"
+          "  gpg --import gateway.asc && gpg --verify SHA256SUMS.asc SHA256SUMS && sha256sum -c SHA256SUMS")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "init": cmd_init,
     "agency add": cmd_agency_add,
@@ -384,4 +398,5 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "quarantine release": cmd_quarantine_release,
     "quarantine purge": cmd_quarantine_purge,
     "audit verify": cmd_audit_verify,
+    "audit export": cmd_audit_export,
 }

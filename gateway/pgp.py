@@ -251,6 +251,21 @@ class OpenPGP:
         signed = any(k in SIGNATURE_RESULTS or k == "NEWSIG" for k, _ in result.lines)
         return (judge_status_lines(result.lines) if signed else None), data
 
+    # --- evidence --------------------------------------------------------------------------
+
+    async def sign_evidence(self, data: bytes) -> bytes:
+        """A detached, armored signature by the gateway key (chain-of-custody bundles)."""
+        return await self._run(self._sign_detached, data)
+
+    def _sign_detached(self, data: bytes) -> bytes:
+        if not self.gateway_fingerprint:
+            raise OpenPGPError("the gateway key is not loaded")
+        result = self._gpg.sign(data, keyid=self.gateway_fingerprint, detach=True, binary=False,
+                                extra_args=["--digest-algo", "SHA512"])
+        if not result.data:
+            raise OpenPGPError(f"could not sign: {result.status}")
+        return result.data if isinstance(result.data, bytes) else str(result.data).encode()
+
     # --- replies ---------------------------------------------------------------------------
 
     async def sign_and_encrypt_for_officer(self, content: bytes, officer_fingerprint: str) -> bytes:
