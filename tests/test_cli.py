@@ -176,3 +176,37 @@ def test_a_data_dir_readable_by_others_stops_the_gateway(workdir: Path) -> None:
     (workdir / "data").chmod(0o700)
     (workdir / "data" / "gnupg").chmod(0o750)
     assert_one_line_error(lers(workdir, "init"), "gnupg is readable by other users")
+
+
+def test_backup_and_restore_round_trip(workdir: Path, alice: TestKey) -> None:
+    (workdir / "alice.asc").write_bytes(alice.public_armored)
+    lers(workdir, "agency", "add", "Test Police", "--domain", "police.test")
+    lers(workdir, "officer", "add", alice.email, "--agency", "Test Police", "--key",
+         str(workdir / "alice.asc"))
+    fingerprint = lers(workdir, "init").stdout.split()[-1]
+    secret = workdir / "passphrase"
+    secret.write_text("correct horse battery staple\n")
+    made = lers(workdir, "backup", str(workdir / "lers.backup"), "--passphrase-file", str(secret))
+    assert made.returncode == 0, made.stderr
+    assert b"PRIVATE KEY" not in (workdir / "lers.backup").read_bytes()
+    assert_one_line_error(lers(workdir, "backup", str(workdir / "lers.backup"), "--passphrase-file",
+                               str(secret)), "exists")
+
+    elsewhere = short_tempdir("restore-")
+    try:
+        (elsewhere / "config.toml").write_text('[gateway]\naddress = "lers@gateway.test"\n')
+        wrong = elsewhere / "wrong"
+        wrong.write_text("not the passphrase\n")
+        assert_one_line_error(lers(elsewhere, "restore", str(workdir / "lers.backup"), "--passphrase-file",
+                                   str(wrong)), "gpg failed")
+        restored = lers(elsewhere, "restore", str(workdir / "lers.backup"), "--passphrase-file", str(secret))
+        assert restored.returncode == 0, restored.stderr
+        assert "audit chain OK: 2 entries" in restored.stdout  # the agency and the officer
+        assert lers(elsewhere, "init").stdout.split()[-1] == fingerprint  # the same gateway key
+        assert "audit chain OK" in lers(elsewhere, "audit", "verify").stdout
+        assert_one_line_error(lers(elsewhere, "restore", str(workdir / "lers.backup"), "--passphrase-file",
+                                   str(secret)), "is not empty")
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(elsewhere / "data" / "gnupg"), "--kill", "gpg-agent"],
+                       capture_output=True, check=False)
+        shutil.rmtree(elsewhere, ignore_errors=True)
