@@ -73,6 +73,9 @@ class PolicySettings:
     # PDF text is extracted for reviewers in a separate process, stopped at these limits
     pdf_text_seconds: float = 30.0
     pdf_text_max_pages: int = 200
+    # a signed message carrying more attachments, or a larger one, is refused with a signed reply
+    max_attachments: int = 20
+    max_attachment_bytes: int = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,8 @@ def _check_semantics(s: Settings) -> None:
         "worker.poll_seconds": s.worker.poll_seconds,
         "policy.pdf_text_seconds": s.policy.pdf_text_seconds,
         "policy.pdf_text_max_pages": s.policy.pdf_text_max_pages,
+        "policy.max_attachments": s.policy.max_attachments,
+        "policy.max_attachment_bytes": s.policy.max_attachment_bytes,
         "worker.lease_seconds": s.worker.lease_seconds,
         "worker.duty_lease_seconds": s.worker.duty_lease_seconds,
         "outbound.timeout_seconds": s.outbound.timeout_seconds,

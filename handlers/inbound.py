@@ -13,13 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import queue
 from gateway.config import Settings
 from gateway.documents import Document, prepare_documents
+from gateway.mime import ReceivedAttachment
 from gateway.models import Job, Message, Officer, Request
 from handlers.chain import ChainContext, Evaluation, evaluate
 from handlers.followup import handle_followup, referenced_request
 from handlers.form import read_request_form
-from handlers.intake import handle_new_request
+from handlers.intake import handle_new_request, refuse_form
 from handlers.notify import tell_chat_sender
 from handlers.refusals import quarantine
+from handlers.threading import reply_threading
 
 
 async def route(session: AsyncSession, settings: Settings, message: Message, officer: Officer,
@@ -27,6 +29,11 @@ async def route(session: AsyncSession, settings: Settings, message: Message, off
     """A follow-up if the signed content names one of the officer's requests, else a new request."""
     assert evaluation.content is not None
     content = evaluation.content
+    too_much = attachment_problems(content.attachments, settings)
+    if too_much:
+        in_reply_to, references = reply_threading(message, content)
+        await refuse_form(session, settings, message, officer, too_much, in_reply_to, references)
+        return
     form = read_request_form(content.text, content.attachments,
                              has_document=any(d.is_pdf for d in documents))
     ref = referenced_request(form, content)
@@ -34,6 +41,20 @@ async def route(session: AsyncSession, settings: Settings, message: Message, off
         await handle_followup(session, settings, message, officer, evaluation, form, documents, ref)
     else:
         await handle_new_request(session, settings, message, officer, evaluation, form, documents)
+
+
+def attachment_problems(attachments: tuple[ReceivedAttachment, ...], settings: Settings) -> list[str]:
+    """Limits on what a signed message may carry; each breach named, with the limit."""
+    policy = settings.policy
+    problems = []
+    if len(attachments) > policy.max_attachments:
+        problems.append(f"attachments: {len(attachments)} files, at most {policy.max_attachments} "
+                        "are accepted in one message")
+    for attachment in attachments:
+        if len(attachment.data) > policy.max_attachment_bytes:
+            problems.append(f"attachment {attachment.filename or '(unnamed)'}: {len(attachment.data)} "
+                            f"bytes, at most {policy.max_attachment_bytes} are accepted")
+    return problems
 
 
 class RetryJob(Exception):

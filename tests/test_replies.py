@@ -149,3 +149,19 @@ async def test_a_reference_to_another_officers_request_is_refused(
     assert f"reference: {request['ref']} is not one of your requests" in reply.text
     [quarantined] = await gateway.quarantine()
     assert quarantined["reason"] == "invalid_request_form"
+
+
+async def test_too_many_or_too_large_attachments_are_refused_with_the_limits(
+        make_gateway: GatewayFactory, alice: TestKey) -> None:
+    from tests.support.mail_factory import Attachment
+    harness = await make_gateway(**{"policy.max_attachments": "2", "policy.max_attachment_bytes": "1000"})
+    await harness.enrol(alice)
+    files = [Attachment(f"scan{n}.pdf", "application/pdf", b"%PDF-1.4 " + b"x" * (500 + n * 600))
+             for n in range(3)]
+    await harness.send(signed_request_mail(harness.ring, alice, from_addr=alice.email,
+                                           body=request_body(), attachments=files))
+    await harness.settle()
+    assert await harness.requests() == []
+    [reply] = harness.replies(to=alice.email)
+    assert "attachments: 3 files, at most 2 are accepted" in reply.text
+    assert "attachment scan1.pdf: 1109 bytes, at most 1000 are accepted" in reply.text
