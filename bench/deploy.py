@@ -8,6 +8,8 @@ deployments get a new database filled from the template with `lers db copy`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import signal
 import socket
@@ -15,9 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 from bench.mails import AGENCY, AGENCY_DOMAIN, GATEWAY_ADDRESS, OFFICER_NAME
+from gateway.config import Settings
 from tests.support.officer_keys import GPGCONF, TestKey
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,31 +86,37 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 30.0)
         process.wait(timeout=10)
 
 
+def known_keys(section: str) -> set[str]:
+    """The keys this checkout's gateway has in a config section (an unknown key stops the gateway)."""
+    return {f.name for f in dataclasses.fields(typing.get_type_hints(Settings)[section])}
+
+
 def config_text(*, smtp_port: int, sink_port: int, database_url: str, max_message_bytes: int) -> str:
-    return f"""\
-# Written by bench/deploy.py for one measurement.
-[gateway]
-address = "{GATEWAY_ADDRESS}"
-data_dir = "data"
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-max_message_bytes = {max_message_bytes}
-[outbound]
-host = "127.0.0.1"
-port = {sink_port}
-timeout_seconds = 30
-first_retry_seconds = 0.5
-max_retry_seconds = 2
-[storage]
-url = "{database_url}"
-[policy]
-# the mails are signed once, before all runs
-max_signature_age_hours = 0
-[worker]
-gpg_threads = {GPG_THREADS}
-poll_seconds = 0.05
-"""
+    """The measured gateway's config: the defaults, except what a benchmark on loopback must change."""
+    sections: dict[str, dict[str, object]] = {
+        "gateway": {"address": GATEWAY_ADDRESS, "data_dir": "data"},
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "max_message_bytes": max_message_bytes},
+        "outbound": {"host": "127.0.0.1", "port": sink_port, "timeout_seconds": 30,
+                     "first_retry_seconds": 0.5, "max_retry_seconds": 2},
+        "storage": {"url": database_url},
+        # the mails are signed once, before all runs
+        "policy": {"max_signature_age_hours": 0},
+        "worker": {"gpg_threads": GPG_THREADS, "poll_seconds": 0.05},
+    }
+    optional: dict[str, dict[str, object]] = {
+        # all load comes from 127.0.0.1 with one envelope sender: the abuse limits would measure themselves
+        "smtp": {"max_messages_per_minute_per_client": 0, "max_messages_per_minute_per_sender": 0},
+        # the memory item sends a 25 MB attachment, whatever the default limit on documents
+        "policy": {"max_attachment_bytes": max_message_bytes},
+    }
+    for section, values in optional.items():
+        known = known_keys(section)
+        sections[section].update({key: value for key, value in values.items() if key in known})
+    lines = ["# Written by bench/deploy.py for one measurement."]
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def lers(config: Path, *args: str) -> str:
@@ -133,8 +143,10 @@ class Template:
             lers(config, "agency", "add", AGENCY, "--domain", AGENCY_DOMAIN)
             lers(config, "officer", "add", officer.email, "--agency", AGENCY, "--key", str(key_file),
                  "--name", OFFICER_NAME)
-        finally:
-            kill_agent(self.gnupg)
+        except BaseException:
+            self.cleanup()
+            raise
+        kill_agent(self.gnupg)
 
     @property
     def data(self) -> Path:
@@ -162,14 +174,18 @@ class Deployment:
                                            database_url=database_url or "",
                                            max_message_bytes=template.max_message_bytes))
         data = self.home / "data"
-        data.mkdir(mode=0o700)
-        copy_keyring(template.gnupg, data / "gnupg")
-        if database_url is None:
-            for db_file in template.data.glob("lers.db*"):
-                shutil.copy2(db_file, data / db_file.name)
-        else:
-            lers(self.config, "db", "copy", "--from", f"sqlite+aiosqlite:///{template.data / 'lers.db'}",
-                 "--to", database_url)
+        try:
+            data.mkdir(mode=0o700)
+            copy_keyring(template.gnupg, data / "gnupg")
+            if database_url is None:
+                for db_file in template.data.glob("lers.db*"):
+                    shutil.copy2(db_file, data / db_file.name)
+            else:
+                lers(self.config, "db", "copy", "--from",
+                     f"sqlite+aiosqlite:///{template.data / 'lers.db'}", "--to", database_url)
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:

@@ -40,6 +40,7 @@ class Delivery:
     start: float
     done: float
     ok: bool
+    reply: str = ""
 
 
 class AckSink:
@@ -103,16 +104,17 @@ async def persistent_sender(port: int, mails: Iterator[tuple[str, bytes]], out: 
                 break
             mid, raw = item
             start = time.monotonic()
-            ok = False
+            ok, reply = False, ""
             try:
                 errors, _ = await client.sendmail(OFFICER_EMAIL, [GATEWAY_ADDRESS], raw)
                 ok = not errors
-            except aiosmtplib.SMTPResponseException:
-                pass  # refused (4xx/5xx): the connection is still usable
-            except (aiosmtplib.SMTPException, OSError):
+            except aiosmtplib.SMTPResponseException as refused:  # 4xx/5xx: the connection stays usable
+                reply = f"{refused.code} {refused.message}"
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                reply = f"{type(exc).__name__}: {exc}"
                 client.close()
                 client = await _connect(port)
-            out.append(Delivery(mid, start, time.monotonic(), ok))
+            out.append(Delivery(mid, start, time.monotonic(), ok, reply))
     finally:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError):
             await client.quit()
@@ -122,12 +124,16 @@ async def persistent_sender(port: int, mails: Iterator[tuple[str, bytes]], out: 
 async def one_shot(port: int, mid: str, raw: bytes) -> Delivery:
     """A connection of its own for one mail (as each officer's mail server delivers)."""
     start = time.monotonic()
-    ok = False
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+    ok, reply = False, ""
+    try:
         errors, _ = await aiosmtplib.send(raw, sender=OFFICER_EMAIL, recipients=[GATEWAY_ADDRESS],
                                           hostname="127.0.0.1", port=port, timeout=SMTP_TIMEOUT)
         ok = not errors
-    return Delivery(mid, start, time.monotonic(), ok)
+    except aiosmtplib.SMTPResponseException as refused:
+        reply = f"{refused.code} {refused.message}"
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        reply = f"{type(exc).__name__}: {exc}"
+    return Delivery(mid, start, time.monotonic(), ok, reply)
 
 
 async def ingress(sink: AckSink, *, port: int, template: bytes, tag: str, count: int, senders: int,
@@ -144,9 +150,14 @@ async def ingress(sink: AckSink, *, port: int, template: bytes, tag: str, count:
     start = time.monotonic()
     opens, closes = start + warmup, start + warmup + duration
     await asyncio.gather(*(persistent_sender(port, feed, out, stop_at=closes) for _ in range(senders)))
-    counted = sum(1 for d in out if d.ok and opens <= d.done < closes)
+    window = [d for d in out if d.ok and opens <= d.done < closes]
+    counted = len(window)
+    times = sorted(d.done - d.start for d in window)
+    refused = [d.reply for d in out if not d.ok]
     return {"rate": counted / duration, "counted": counted, "accepted": sum(d.ok for d in out),
-            "refused": sum(not d.ok for d in out), "exhausted": next(feed, None) is None}
+            "p99": times[min(len(times) - 1, int(0.99 * len(times)))] if times else 0.0,
+            "refused": len(refused), "first_refusal": refused[0] if refused else "",
+            "exhausted": next(feed, None) is None}
 
 
 async def deliver(sink: AckSink, *, port: int, path: str, mode: str, senders: int = 10,
@@ -182,6 +193,7 @@ async def deliver(sink: AckSink, *, port: int, path: str, mode: str, senders: in
     return {
         "start": start, "all_accepted": all_accepted,
         "deliveries": [(d.message_id, d.start, d.done, d.ok) for d in out],
+        "refusals": [d.reply for d in out if not d.ok],
         "acks": {d.message_id: sink.acks[d.message_id] for d in out if d.message_id in sink.acks},
         "subjects": {d.message_id: sink.subjects[d.message_id] for d in out if d.message_id in sink.subjects},
         "missing": sorted(missing), "unmatched": sink.unmatched,

@@ -70,16 +70,16 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-def fmt(value: float | None, unit: str) -> str:
+def fmt(value: float | None, unit: str, with_unit: bool = True) -> str:
     if value is None:
         return "-"
     if unit == "s":
-        return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
-    if unit == "x":
-        return f"{value:.2f}"
-    if unit == "MB":
-        return f"{value:.1f} MB"
-    return f"{value:.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
+        number, unit = (f"{value * 1000:.0f}", "ms") if value < 10 else (f"{value:.1f}", "s")
+    elif unit == "x":
+        number, unit = f"{value:.2f}", ""
+    else:
+        number = f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+    return f"{number} {unit}".rstrip() if with_unit else number
 
 
 @dataclass
@@ -102,18 +102,20 @@ class Report:
 
     def table(self) -> str:
         head = ("item", "measure", "median", "min – max", "target", "result")
-        rows: list[tuple[str, ...]] = []
-        for metric in sorted(self.metrics.values(), key=lambda m: m.item):
-            spread = (f"{fmt(min(metric.runs), metric.unit)} – {fmt(max(metric.runs), metric.unit)}"
-                      if metric.runs else "-")
-            rows.append((str(metric.item), metric.label, fmt(metric.median, metric.unit), spread,
-                         metric.target.text(metric.unit) if metric.target else "",
-                         metric.status or ("no data" if not metric.runs else "")))
+        rows: list[tuple[int, tuple[str, ...]]] = []
+        for metric in self.metrics.values():
+            low, high = (fmt(f(metric.runs), metric.unit, False) if metric.runs else "-" for f in (min, max))
+            target = metric.target.text(metric.unit) if metric.target else ""
+            result = metric.status or ("no data" if not metric.runs else "")
+            rows.append((metric.item, (str(metric.item), metric.label, fmt(metric.median, metric.unit),
+                                       f"{low} – {high}" if metric.runs else "-", target, result)))
         for todo in self.todos:
-            rows.append((str(todo.item), todo.label, "-", "-", "", f"TODO: {todo.why}"))
-        widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+            rows.append((todo.item, (str(todo.item), todo.label, "-", "-", "", f"TODO: {todo.why}")))
+        rows.sort(key=lambda row: row[0])  # stable: definition order within an item
+        cells = [row for _item, row in rows]
+        widths = [max(len(row[i]) for row in [head, *cells]) for i in range(len(head))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                 for row in [head, *rows]]
+                 for row in [head, *cells]]
         lines.insert(1, "  ".join("-" * width for width in widths))
         notes = [f"  {m.key}: {n}" for m in self.metrics.values() for n in m.notes]
         if notes:
