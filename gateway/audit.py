@@ -41,7 +41,10 @@ async def record(session: AsyncSession, actor: str, action: str, subject: str | 
     last = await session.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
     prev = last or GENESIS
     at = utcnow()
-    details = json.loads(json.dumps(details, default=str))
+    # NUL cannot be stored as text (PostgreSQL): replace it before hashing, so what is stored is
+    # exactly what was hashed
+    details = json.loads(json.dumps(details, default=str).replace("\\u0000", "\\ufffd"))
+    subject = subject.replace("\x00", "\ufffd") if subject else subject
     entry = AuditEntry(
         at=at, actor=actor, action=action, subject=subject, details=details, prev_hash=prev,
         hash=entry_hash(prev, at.isoformat(), actor, action, subject, details),

@@ -7,6 +7,7 @@ wants. PostgreSQL needs none of this.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -80,6 +82,19 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@event.listens_for(Session, "before_flush")
+def _no_nul_in_text(session: Session, _context: Any, _instances: Any) -> None:
+    """Untrusted text (headers, file names, form fields) may hold NUL, which PostgreSQL text
+    cannot store: it becomes U+FFFD. Raw bytes (LargeBinary) are kept exactly as received."""
+    for obj in (*session.new, *session.dirty):
+        for attribute in inspect(obj).mapper.column_attrs:
+            value = getattr(obj, attribute.key, None)
+            if isinstance(value, str) and "\x00" in value:
+                setattr(obj, attribute.key, value.replace("\x00", "\ufffd"))
+            elif isinstance(value, dict | list) and "\\u0000" in json.dumps(value):
+                setattr(obj, attribute.key, json.loads(json.dumps(value).replace("\\u0000", "\\ufffd")))
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -12,7 +12,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from gateway.mime import ReceivedAttachment
@@ -240,7 +240,7 @@ def _date(raw: dict[str, Any], name: str, form: RequestForm,
     value = raw.get(name)
     if value is None or value == "":
         return None
-    if isinstance(value, date):
+    if isinstance(value, date) and not isinstance(value, datetime):  # TOML also has datetimes
         return value
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
         try:
