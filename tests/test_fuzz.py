@@ -20,7 +20,8 @@ HYPOTHESIS_PROFILE=long, for a longer random exploration:
 
 (`--timeout=0` lifts pytest-timeout's 120 s per test; `-s` shows how the pipeline examples ended.)
 
-Neither profile writes an example database (no .hypothesis directory in the work tree).
+Neither profile writes an example database, and Hypothesis' caches go to the temporary
+directory: no .hypothesis directory in the work tree.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import dataclasses
 import multiprocessing
 import os
 import re
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,6 +44,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, assume, event, example, find, given, note, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy import func, select
 
 from gateway.mime import (
@@ -83,6 +86,10 @@ settings.register_profile(
 settings.register_profile(
     "long", deadline=None, derandomize=False, database=None, suppress_health_check=_HEALTH, print_blob=True
 )
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    # Hypothesis also caches (Unicode tables, constants) in its storage directory, ./.hypothesis
+    # by default: keep the work tree clean.
+    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / f"lers-gateway-hypothesis-{os.getuid()}")
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(PROFILE)
 LONG = PROFILE == "long"
@@ -194,7 +201,15 @@ def check_from(result: Any) -> None:
         return
     assert result == result.lower() and "@" in result and not re.search(r"[\r\n]", result), result
     header = policy.default.header_factory("from", result)
+    if header.defects and DOTTED_LOCAL_PART.fullmatch(result.rpartition("@")[0]):
+        event("known finding 5 (quoted local part returned unquoted) hit")
+        return
     assert not header.defects and [a.addr_spec.lower() for a in header.addresses] == [result], result
+
+
+# Finding 5 (see its regression test): a dot-atom-like local part with a leading, trailing or
+# doubled dot, which is only valid quoted. Remove this tolerance when it is fixed.
+DOTTED_LOCAL_PART = re.compile(r"(?=.*(?:^\.|\.$|\.\.))[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 
 
 def form_of(body: str, attachments: Any, has_document: bool) -> RequestForm | None:
@@ -229,6 +244,7 @@ def read_all(raw: bytes, allow_inline: bool) -> None:
 
 @settings(max_examples=examples(300, 20_000))
 @given(raw=ms.any_mails(known=KNOWN), allow_inline=st.booleans())
+@example(raw=b'From:"."@*', allow_inline=False)  # finding 5, found by the long profile
 def test_split_signed_returns_a_structure_or_a_refusal(raw: bytes, allow_inline: bool) -> None:
     read_all(raw, allow_inline)
 
@@ -272,7 +288,6 @@ def test_split_chat_message_returns_a_structure_or_a_refusal(raw: bytes) -> None
 )
 def test_chat_upload_round_trip(data: bytes, signature: bytes, filename: str) -> None:
     """A file and its signature stored by the chat layer come back exactly (armored or binary)."""
-    assume("\r" not in filename and "\n" not in filename)  # finding 4, see its regression test
     raw = chat_file_message("alice@police.test", "lers@gateway.test", filename, data, signature, "telegram:1")
     result = timed(split_chat_message, raw)
     assert isinstance(result, DetachedFile), result
@@ -439,6 +454,22 @@ def test_regression_chat_file_name_with_a_line_break() -> None:
     )
     result = split_chat_message(raw)
     assert isinstance(result, DetachedFile) and result.data == data, result
+
+
+@pytest.mark.xfail(strict=True, reason="finding 5: outer_from_address returns a quoted local part unquoted")
+@pytest.mark.parametrize("local", ['"."', '"alice."', '".alice"', '"al..ice"'])
+def test_regression_outer_from_is_a_valid_addr_spec(local: str) -> None:
+    """Finding 5 (found by the long profile: `From:"."@*`). The standard library's
+    `Address.addr_spec` re-quotes a local part only if it holds specials, not if it merely breaks
+    dot-atom rules, so `From: ".alice"@police.test` (a valid quoted-string local part) comes back
+    from outer_from_address as `.alice@police.test`, which is not an addr-spec at all. It never
+    equals an enrolled officer's address, so no one is impersonated; but the chain's contract (a
+    lower-case addr-spec, or a refusal) is broken, and the string is what the audit records as the
+    claimed sender. Refusing (bad_from) or keeping the quotes would both do."""
+    result = outer_from_address(f"From: {local}@police.test\r\nSubject: x\r\n\r\nbody\r\n".encode())
+    if isinstance(result, str):
+        header = policy.default.header_factory("from", result)
+        assert not header.defects, (result, header.defects)
 
 
 # -- 4. the public corpus, mutated: pure functions ---------------------------------------------------
@@ -651,7 +682,6 @@ async def test_pipeline_survives_mutated_corpus(make_gateway: GatewayFactory, al
 # -- regressions found through the pipeline (fixed; kept as tests) --------------------------------
 
 
-
 async def test_regression_nul_in_message_id_is_stored(gateway: Harness) -> None:
     """Finding 3a (PostgreSQL only). ingest() stores the outer Message-ID as text; PostgreSQL
     refuses NUL in text ("invalid byte sequence for encoding UTF8: 0x00"), so the SMTP
@@ -686,6 +716,51 @@ async def test_regression_nul_in_signed_request_is_answered(gateway: Harness, al
         gateway.ring, alice, from_addr=alice.email, body=request_body(case_number="NUL-1", free_text="a\x00b")
     )
     assert await deliver_and_judge(gateway, raw) == "accepted"
+
+
+def _big_signed_part() -> bytes:
+    """A signed part larger than a pipe buffer (64 KiB), in SMTP-safe lines."""
+    return b"Content-Type: text/plain\r\n\r\n" + b"Please preserve the account.\r\n" * 4_000
+
+
+@pytest.mark.xfail(strict=True, reason="finding 6: gpg stops reading, python-gnupg raises BrokenPipeError")
+@pytest.mark.parametrize("version", [0x9E, 0xBB, 0xFF])
+async def test_regression_bogus_signature_over_a_large_part_is_quarantined(
+    gateway: Harness, version: int
+) -> None:
+    """Finding 6 (found by the long profile of test_pipeline_survives_generated_mail). A PGP/MIME
+    mail whose signature block is one well-formed signature *packet* whose body gpg rejects at
+    once (here an unknown version byte) passes the structure checks; gpg then exits before
+    reading the signed data, and when that is larger than the pipe buffer python-gnupg's writer
+    gets EPIPE: `OpenPGP.verify_detached_signature` -> `gnupg.verify_data` -> `_handle_io` raises
+    BrokenPipeError, which nothing in the chain catches (parse_safely wraps only the parsers).
+    The inbound job fails, is retried with back-off and shunted; the message stays `received`,
+    never quarantined. Unauthenticated; the same holds for the chat file path (same call). Small
+    signed parts race (the long profile hit one at ~1 kB)."""
+    signature = ms.armor(ms.packet(2, bytes([version]) + bytes(40)))
+    raw = (
+        b"From: someone@police.test\r\nTo: " + GATEWAY_ADDRESS.encode() + b"\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/signed; micalg=pgp-sha256; protocol="application/pgp-signature";'
+        b' boundary="M"\r\n\r\n--M\r\n' + _big_signed_part() + b"\r\n--M\r\n"
+        b"Content-Type: application/pgp-signature\r\n\r\n" + signature + b"--M--\r\n"
+    )
+    assert (await deliver_and_judge(gateway, raw)).startswith("quarantined: ")
+
+
+@pytest.mark.xfail(strict=True, reason="finding 6: gpg stops reading, python-gnupg raises BrokenPipeError")
+async def test_regression_bogus_ciphertext_is_quarantined(gateway: Harness) -> None:
+    """Finding 6, encrypted path: `OpenPGP.decrypt_from_officer` on ~300 kB of OpenPGP packets
+    that gpg gives up on early (a public-key encrypted session key packet for no key we have, then
+    random data) raises BrokenPipeError the same way; the job is shunted, never quarantined.
+    Anyone can send multipart/encrypted."""
+    ciphertext = ms.armor(ms.packet(1, b"\x03" + bytes(20)) + ms.packet(18, bytes(300_000)), kind=b"MESSAGE")
+    raw = (
+        b"From: someone@police.test\r\nTo: " + GATEWAY_ADDRESS.encode() + b"\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; boundary="E"\r\n\r\n'
+        b"--E\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
+        b"--E\r\nContent-Type: application/octet-stream\r\n\r\n" + ciphertext + b"--E--\r\n"
+    )
+    assert (await deliver_and_judge(gateway, raw)).startswith("quarantined: ")
 
 
 # -- a sanity check of the generators themselves ----------------------------------------------------
