@@ -223,6 +223,10 @@ class OpenPGP:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(signature)
             result = self._gpg.verify_data(sig_path, signed_bytes)
+        except OSError:
+            # gpg gave up on the signature packet and closed its input before reading all the
+            # signed bytes (python-gnupg then raises BrokenPipeError): nothing was verified
+            return SignatureCheck(False, "bad_signature", "gpg could not read the signature")
         finally:
             os.unlink(sig_path)
         return judge_status_lines(result.lines)
@@ -232,7 +236,10 @@ class OpenPGP:
         return await self._run(self._verify_clearsigned, text)
 
     def _verify_clearsigned(self, text: bytes) -> tuple[SignatureCheck, bytes]:
-        result = self._gpg.decrypt(text)
+        try:
+            result = self._gpg.decrypt(text)
+        except OSError:
+            return SignatureCheck(False, "bad_signature", "gpg could not read the signature"), b""
         check = judge_status_lines(result.lines)
         data = result.data if isinstance(result.data, bytes) else str(result.data).encode()
         return check, data
@@ -243,8 +250,11 @@ class OpenPGP:
 
     def _decrypt(self, ciphertext: bytes) -> tuple[SignatureCheck | None, bytes | None]:
         # gpg stops writing at --max-output and fails: a compression bomb never fills memory
-        result = self._gpg.decrypt(ciphertext,
-                                   extra_args=["--max-output", str(self.max_plaintext_bytes)])
+        try:
+            result = self._gpg.decrypt(ciphertext,
+                                       extra_args=["--max-output", str(self.max_plaintext_bytes)])
+        except OSError:  # gpg stopped reading bogus packets early: nothing was decrypted
+            return None, None
         if not result.ok or result.returncode != 0:
             return None, None
         data = result.data if isinstance(result.data, bytes) else str(result.data).encode()

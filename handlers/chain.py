@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,10 @@ from gateway.mime import (
 )
 from gateway.models import Message, Officer
 from gateway.pgp import OpenPGP, SignatureCheck
+
+# RFC 5322 dot-atom (with RFC 6532's UTF-8): the only local parts officers' addresses use
+DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
+                      r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+)*")
 
 T = TypeVar("T")
 
@@ -296,4 +301,7 @@ def single_from_address(values: list[str]) -> str | Refusal:
         return Refusal("bad_from", "the From header has no complete address")
     if "@" in address.display_name or "<" in address.display_name:
         return Refusal("bad_from", "the From header's display name contains an address")
+    if not DOT_ATOM.fullmatch(address.username):
+        # a quoted local part such as ".alice" would come back unquoted, not an address at all
+        return Refusal("bad_from", "the From address's local part must be a plain dot-atom")
     return address.addr_spec.lower()
