@@ -15,9 +15,11 @@ from pathlib import Path
 from gateway import queue
 from gateway.chat import ChatBot, notifications_disabled
 from gateway.config import Settings
+from gateway.datasource import DataSource
 from gateway.db import Database
 from gateway.imap import ImapPoller
 from gateway.leases import Duty
+from gateway.models import Job
 from gateway.outbox import OutboxSender, release_sending
 from gateway.pgp import OpenPGP
 from gateway.scheduler import Scheduler
@@ -25,6 +27,8 @@ from gateway.smtp import SmtpIngress, smtp_factory
 from gateway.worker import JobHandler, Worker
 from handlers.chain import ChainContext
 from handlers.inbound import process_inbound
+from handlers.notices import create_notices
+from handlers.production import ProductionContext, produce
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +130,13 @@ class Gateway:
         self.chat = None
         if settings.telegram.enabled and "chat" in roles:
             self.chat = ChatBot(settings, core.db, on_stored=self._wake_worker)
-        handlers: dict[str, JobHandler] = {"inbound": self._inbound}
+        self.data_source = DataSource.from_settings(settings)
+        production = ProductionContext(settings, core.db, core.pgp, self.data_source)
+        handlers: dict[str, JobHandler] = {
+            "inbound": self._inbound,
+            "produce": partial(self._then_send, partial(produce, production)),
+            "notices": partial(create_notices, settings, core.db, self.data_source),
+        }
         if not settings.telegram.enabled:  # nobody will send them: close them
             handlers.update(dict.fromkeys(CHAT_JOBS, partial(notifications_disabled, core.db)))
         work = settings.worker
@@ -157,6 +167,10 @@ class Gateway:
         if self.chat_worker is not None:
             self.chat_worker.wakeup.set()
 
+    async def _then_send(self, handler: JobHandler, job: Job) -> None:
+        await handler(job)
+        self.outbox.wakeup.set()
+
     def _spawn(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         self.tasks.append(asyncio.create_task(loop(self.stop_event), name=name))
 
@@ -168,6 +182,8 @@ class Gateway:
             if jobs or replies:
                 log.warning("work cut short by the last process is due again",
                             extra={"jobs": jobs, "replies": replies})
+        if await self.data_source.ensure_demo(settings):
+            log.info("demo exchange database created", extra={"data_source": self.data_source.url})
         if self.chat is not None:  # first: a bad token stops the start before we take mail
             await self.chat.initialize()
         if "smtp" in self.roles:
@@ -221,6 +237,7 @@ class Gateway:
                 task.cancel()
         if self.chat is not None:
             await self.chat.shutdown()
+        await self.data_source.close()
         log.info("gateway stopped")
 
 

@@ -91,6 +91,11 @@ async def _mine(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> Chat
     return await review.my_requests(ctx, reviewer)
 
 
+async def _ndo(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await review.set_nondisclosure(ctx, reviewer,
+                                          *_ref_and_text(args, "/ndo REF YYYY-MM-DD | indefinite | lift"))
+
+
 async def _help(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
     return ChatReply(review.HELP)
 
@@ -100,7 +105,8 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "show": (_show, "show a request"),
     "docs": (_docs, "a request's documents"),
     "approve": (_decision("approve", "/approve REF [note]"), "approve a request"),
-    "partial": (_decision("partial", "/partial REF note"), "approve in part"),
+    "partial": (_decision("partial", f"/partial REF {review.PARTIAL_USAGE}"), "approve in part"),
+    "ndo": (_ndo, "set, extend or lift a non-disclosure order"),
     "reject": (_decision("reject", "/reject REF reason"), "reject a request"),
     "ask": (_ask, "ask the officer a question"),
     "note": (_note, "add an internal note"),

@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     purged = quarantine.add_parser("purge", help="delete refused messages older than N days")
     purged.add_argument("--older-than", type=float, required=True, metavar="DAYS")
 
+    source = commands.add_parser("data-source", help="the platform's user data").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    source.add_parser("check", help="run every query of the mapping once and report problems")
+    notices = commands.add_parser("notices", help="notices to the platform's users").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    listing = notices.add_parser("list", help="every notice, its hold and when it may go")
+    listing.add_argument("--due", action="store_true", help="only notices due now")
+    listing.add_argument("--json", action="store_true")
     audit_cmd = commands.add_parser("audit", help="the audit log").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     audit_cmd.add_parser("verify", help="check the hash chain")
@@ -405,6 +413,40 @@ async def cmd_audit_export(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_data_source_check(core: Core, args: argparse.Namespace) -> int:
+    from gateway.datasource import DataSource, DataSourceError
+    try:
+        source = DataSource.from_settings(core.settings)
+    except DataSourceError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        if await source.ensure_demo(core.settings):
+            print(f"created the demo exchange database in {core.settings.data_dir}")
+        problems = await source.check()
+    finally:
+        await source.close()
+    held, not_held = source.coverage()
+    print(f"data source: {source.url.split('://')[0]}; categories mapped: {', '.join(held) or 'none'}")
+    if not_held:
+        print(f"not held (productions say so): {', '.join(not_held)}")
+    for problem in problems:
+        print(f"problem: {problem}")
+    if problems:
+        raise CliError(f"{len(problems)} problem(s) in the data source mapping")
+    print("every query ran")
+    return 0
+
+
+async def cmd_notices_list(core: Core, args: argparse.Namespace) -> int:
+    from handlers.notices import list_notices
+    rows = await list_notices(core.db, core.settings, args.due)
+    _print(rows, args.json, lambda rs: "\n".join(
+        f"{r['id']:>6}  {r['ref']}  {r['state']:<9} {r['hold']:<14} "
+        f"{'due now' if r['due'] else (r['not_before'] or 'until lifted')[:16]:<16}  {r['email']}"
+        for r in rs) or ("no notice is due" if args.due else "no notices"))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "init": cmd_init,
     "agency add": cmd_agency_add,
@@ -423,6 +465,8 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "quarantine show": cmd_quarantine_show,
     "quarantine release": cmd_quarantine_release,
     "quarantine purge": cmd_quarantine_purge,
+    "data-source check": cmd_data_source_check,
+    "notices list": cmd_notices_list,
     "audit verify": cmd_audit_verify,
     "audit export": cmd_audit_export,
 }

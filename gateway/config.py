@@ -123,9 +123,45 @@ class DeadlineSettings:
     # reviewers are told once when a request's deadline is this close
     warn_before_hours: float = 24.0
     scheduler_interval_seconds: float = 60.0
+    # the daily list of overdue requests goes to reviewers at the first run after this hour (UTC)
+    overdue_report_hour: int = 8
 
     def target_hours(self, request_type: str, emergency: bool) -> float:
         return self.emergency_hours if emergency else float(getattr(self, f"{request_type}_hours"))
+
+
+@dataclass(frozen=True)
+class DataSourceSettings:
+    """Where the platform's own user data lives, and the queries that read it."""
+
+    url: str = ""  # any SQLAlchemy URL; empty: the demo exchange database in the data dir
+    mapping_file: str = ""  # empty: the mapping of the demo database (gateway/demo_mapping.toml)
+
+
+@dataclass(frozen=True)
+class ProductionSettings:
+    # a production ZIP larger than this is sent as numbered parts of this size, one mail each
+    max_part_bytes: int = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HoldSettings:
+    """Preservations and asset freezes: how long they last and when reviewers are warned."""
+
+    preservation_days: int = 90
+    freeze_days: int = 90
+    expiry_warning_days: int = 7
+
+
+@dataclass(frozen=True)
+class NoticeSettings:
+    """The notices that tell the platform's users that a request concerned their account."""
+
+    language: str = "en"
+    platform_name: str = "the platform"
+    contact_address: str = ""  # where users may write; empty: the gateway address
+    # after an emergency request's decision, its notices wait this long (an NDO may hold longer)
+    emergency_delay_hours: float = 72.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +194,10 @@ class Settings:
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
     deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
+    data_source: DataSourceSettings = field(default_factory=DataSourceSettings)
+    production: ProductionSettings = field(default_factory=ProductionSettings)
+    holds: HoldSettings = field(default_factory=HoldSettings)
+    notices: NoticeSettings = field(default_factory=NoticeSettings)
     imap: tuple[ImapAccount, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -172,6 +212,14 @@ class Settings:
     @property
     def database_url(self) -> str:
         return self.storage.url or f"sqlite+aiosqlite:///{self.data_dir / 'lers.db'}"
+
+    @property
+    def data_source_url(self) -> str:
+        return self.data_source.url or f"sqlite+aiosqlite:///{self.data_dir / 'demo-exchange.sqlite'}"
+
+    @property
+    def notice_contact(self) -> str:
+        return self.notices.contact_address or self.gateway.address
 
     @property
     def recipients(self) -> frozenset[str]:
@@ -356,8 +404,25 @@ def _check_semantics(s: Settings) -> None:
         if value <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {value}")
     for deadline in dataclasses.fields(DeadlineSettings):
-        if getattr(s.deadlines, deadline.name) <= 0:
+        if deadline.name != "overdue_report_hour" and getattr(s.deadlines, deadline.name) <= 0:
             raise ConfigError(f"deadlines.{deadline.name}: must be greater than 0")
+    if not 0 <= s.deadlines.overdue_report_hour <= 23:
+        raise ConfigError("deadlines.overdue_report_hour: must be an hour from 0 to 23")
+    more_positive = {
+        "production.max_part_bytes": s.production.max_part_bytes,
+        "holds.preservation_days": s.holds.preservation_days,
+        "holds.freeze_days": s.holds.freeze_days,
+    }
+    for key, value in more_positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    if s.holds.expiry_warning_days < 0 or s.notices.emergency_delay_hours < 0:
+        raise ConfigError("holds.expiry_warning_days and notices.emergency_delay_hours: must be 0 or more")
+    from gateway.texts import notice_languages
+
+    if s.notices.language not in notice_languages():
+        raise ConfigError(f"notices.language: {s.notices.language!r} has no notice template "
+                          f"(available: {', '.join(notice_languages())})")
     non_negative = {
         "policy.max_signature_age_hours": s.policy.max_signature_age_hours,
         "policy.max_clock_skew_minutes": s.policy.max_clock_skew_minutes,

@@ -181,6 +181,8 @@ class Review(Base):
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id"))
     action: Mapped[str] = mapped_column(String(20))
     text: Mapped[str | None] = mapped_column(Text)
+    # for approvals: what may be disclosed (categories, subjects, dates); see handlers/scope.py
+    scope: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     reviewer: Mapped[Reviewer] = relationship(lazy="joined")
 
@@ -287,3 +289,67 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime]
+
+
+class Production(Base):
+    """The data disclosed for one approved request: what went out, with its hashes and manifest."""
+
+    __tablename__ = "productions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
+    outcome: Mapped[str] = mapped_column(String(20))  # data | no_data
+    scope: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    manifest_signature: Mapped[str] = mapped_column(Text)
+    zip_sha256: Mapped[str] = mapped_column(String(64))
+    zip_bytes: Mapped[int] = mapped_column(Integer)
+    parts: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Hold(Base):
+    """A preservation or an asset freeze: a decision that lasts until it expires or is released."""
+
+    __tablename__ = "holds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # preservation | freeze
+    state: Mapped[str] = mapped_column(String(20), default="active")  # active | expired | released
+    subjects: Mapped[list[Any]] = mapped_column(default=list)
+    starts_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    extensions: Mapped[int] = mapped_column(Integer, default=0)
+    warned_at: Mapped[datetime | None]
+    released_by_request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    ended_at: Mapped[datetime | None]
+
+
+class Notice(Base):
+    """A notice to a user that a request concerned their account; held while an NDO runs."""
+
+    __tablename__ = "notices"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    subject_type: Mapped[str] = mapped_column(String(30))
+    subject_value: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(10))
+    decision: Mapped[str] = mapped_column(String(30))  # approve | partial | reject
+    state: Mapped[str] = mapped_column(String(20), default="held", index=True)  # held|sent|cancelled
+    # why it waits: ndo | ndo_indefinite | emergency | none; not_before is when it may go (None:
+    # until a reviewer releases it)
+    hold: Mapped[str] = mapped_column(String(20))
+    not_before: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    __table_args__ = (UniqueConstraint("request_id", "email", name="uq_notice_request_email"),)
+
+
+class ScheduleMark(Base):
+    """When a periodic scheduler task last ran (the daily overdue report), across restarts."""
+
+    __tablename__ = "schedule_marks"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_at: Mapped[datetime]

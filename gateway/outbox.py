@@ -15,6 +15,7 @@ import hashlib
 import logging
 import ssl
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
@@ -32,6 +33,8 @@ from gateway.models import Message, Outbox
 from gateway.pgp import OpenPGP, OpenPGPError
 
 log = logging.getLogger(__name__)
+# the one kind of outbound mail that is not encrypted: notices to the platform's own users
+NOTICE_KIND = "user_notice"
 
 
 def new_message_id(settings: Settings) -> str:
@@ -43,8 +46,10 @@ def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipie
                 recipient_fingerprint: str, subject: str, body: str,
                 request_id: int | None = None, in_reply_to: str | None = None,
                 references: list[str] | None = None,
-                reply_to_message: int | None = None) -> Outbox:
-    """Put a reply in the outbox, inside the caller's transaction."""
+                reply_to_message: int | None = None,
+                attachments: Sequence[tuple[str, bytes, str]] = ()) -> Outbox:
+    """Put a reply in the outbox, inside the caller's transaction. Attachments are (file name,
+    bytes, MIME type); they are encrypted with the rest of the reply when it is sent."""
     message_id = new_message_id(settings)
     inner = EmailMessage(policy=policy.SMTP)
     inner["From"] = formataddr((settings.gateway.name, settings.gateway.address))
@@ -52,6 +57,9 @@ def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipie
     inner["Subject"] = subject
     inner["Message-ID"] = message_id
     inner.set_content(body, charset="utf-8", cte="quoted-printable")
+    for filename, data, mime_type in attachments:
+        maintype, _, subtype = mime_type.partition("/")
+        inner.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     inner.set_param("protected-headers", "v1")
     row = Outbox(
         kind=kind, request_id=request_id, in_reply_to_message=reply_to_message,
@@ -62,6 +70,32 @@ def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipie
     )
     session.add(row)
     return row
+
+
+def queue_notice(session: AsyncSession, settings: Settings, *, recipient: str, subject: str,
+                 text: str, html: str, request_id: int) -> Outbox:
+    """A notice to one of the platform's users: plain text and HTML, not encrypted (they have no
+    key we know), and holding nothing but what the notice template says."""
+    message_id = new_message_id(settings)
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = formataddr((settings.notices.platform_name, settings.gateway.address))
+    message["To"] = recipient
+    message["Reply-To"] = settings.notice_contact
+    message["Subject"] = subject
+    message["Message-ID"] = message_id
+    message.set_content(text, charset="utf-8", cte="quoted-printable")
+    message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    row = Outbox(kind=NOTICE_KIND, request_id=request_id, recipient=recipient, recipient_fingerprint=None,
+                 sender=settings.gateway.address, header_message_id=message_id, subject=subject,
+                 references=[], content=message.as_bytes(), next_attempt_at=utcnow())
+    session.add(row)
+    return row
+
+
+def plain_notice(row: Outbox) -> bytes:
+    """A notice as sent: its stored message with the date of sending."""
+    date = policy.SMTP.fold_binary("Date", format_datetime(utcnow()))
+    return date + row.content
 
 
 def pgp_mime_encrypted(settings: Settings, row: Outbox, armored: bytes) -> bytes:
@@ -169,18 +203,21 @@ class OutboxSender:
         return sent
 
     async def _send_one(self, row: Outbox) -> int:
-        key = await self.pgp.key_status(row.recipient_fingerprint or "")
-        if key is None or key.revoked or key.expired:
-            problem = "missing" if key is None else ("revoked" if key.revoked else "expired")
-            await self._hold(row, f"the recipient's key is {problem}")
-            return 0
-        try:
-            armored = await self.pgp.sign_and_encrypt_for_officer(row.content,
-                                                                 row.recipient_fingerprint or "")
-        except OpenPGPError as exc:
-            await self._failed_attempt(row, str(exc))
-            return 0
-        raw = pgp_mime_encrypted(self.settings, row, armored)
+        if row.kind == NOTICE_KIND and row.recipient_fingerprint is None:
+            raw = plain_notice(row)
+        else:
+            key = await self.pgp.key_status(row.recipient_fingerprint or "")
+            if key is None or key.revoked or key.expired:
+                problem = "missing" if key is None else ("revoked" if key.revoked else "expired")
+                await self._hold(row, f"the recipient's key is {problem}")
+                return 0
+            try:
+                armored = await self.pgp.sign_and_encrypt_for_officer(row.content,
+                                                                     row.recipient_fingerprint or "")
+            except OpenPGPError as exc:
+                await self._failed_attempt(row, str(exc))
+                return 0
+            raw = pgp_mime_encrypted(self.settings, row, armored)
         out = self.settings.outbound
         try:
             await aiosmtplib.send(

@@ -18,12 +18,15 @@ from gateway import audit
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.models import Request
+from gateway.models import Request, ScheduleMark
+from handlers.holds import expire_holds, warn_of_expiring_holds
+from handlers.notices import send_due_notices
 from handlers.notify import notify_reviewers
 from handlers.quarantine import purge
 from handlers.review import OPEN_STATES
 
 log = logging.getLogger(__name__)
+OVERDUE_MARK = "overdue_report"
 
 
 async def warn_of_deadlines(settings: Settings, db: Database) -> int:
@@ -50,6 +53,35 @@ async def warn_of_deadlines(settings: Settings, db: Database) -> int:
         return len(due)
 
 
+async def report_overdue(settings: Settings, db: Database) -> int:
+    """Once a day, after `[deadlines] overdue_report_hour` (UTC): the list of overdue requests."""
+    now = utcnow()
+    if now.hour < settings.deadlines.overdue_report_hour:
+        return 0
+    async with db.transaction() as session:
+        mark = await session.get(ScheduleMark, OVERDUE_MARK)
+        if mark is not None and mark.last_at.date() >= now.date():
+            return 0
+        if mark is None:
+            session.add(ScheduleMark(name=OVERDUE_MARK, last_at=now))
+        else:
+            mark.last_at = now
+        overdue = list(await session.scalars(
+            select(Request).where(Request.status.in_(OPEN_STATES), Request.deadline.is_not(None),
+                                  Request.deadline < now).order_by(Request.deadline)))
+        if overdue:
+            lines = [f"📋 {len(overdue)} overdue request(s) today:"]
+            for request in overdue:
+                assert request.deadline is not None
+                late = (now - request.deadline).total_seconds() / 3600
+                lines.append(f"{'🚨 ' if request.emergency else ''}{request.ref} {request.type} · "
+                             f"{request.status.replace('_', ' ')} · {late:.0f} h late")
+            notify_reviewers(session, "\n".join(lines), emergency=any(r.emergency for r in overdue))
+        await audit.record(session, "system", "requests.overdue_report", None,
+                           overdue=[r.ref for r in overdue])
+        return len(overdue)
+
+
 async def purge_old_quarantine(settings: Settings, db: Database) -> int:
     """Refused messages are kept `[policy] quarantine_retention_days` (0: for ever), then deleted."""
     days = settings.policy.quarantine_retention_days
@@ -57,7 +89,8 @@ async def purge_old_quarantine(settings: Settings, db: Database) -> int:
 
 
 Task = Callable[[Settings, Database], Awaitable[int]]
-TASKS: tuple[Task, ...] = (warn_of_deadlines, purge_old_quarantine)
+TASKS: tuple[Task, ...] = (warn_of_deadlines, report_overdue, send_due_notices, warn_of_expiring_holds,
+                           expire_holds, purge_old_quarantine)
 
 
 class Scheduler:

@@ -22,11 +22,16 @@ from gateway.models import Message, Officer, Request, RequestSubject, Review
 from gateway.outbox import queue_reply
 from handlers.chain import Evaluation
 from handlers.form import RequestForm, Subject, missing_fields
+from handlers.holds import end_for_withdrawal, extend_preservation
 from handlers.intake import queue_status_reply, refuse_form, set_deadline, store_documents
+from handlers.notices import cancel_held
 from handlers.notify import notify_reviewers
 from handlers.refs import find_refs
 from handlers.threading import reply_threading
 
+# states a request can be withdrawn from: before anything was produced or released
+WITHDRAWABLE = ("received", "under_review", "awaiting_info", "approved", "partially_approved",
+                "preserved", "extended")
 # request fields an officer's follow-up may fill in (subjects are merged separately)
 MERGEABLE = ("type", "case_number", "legal_basis", "data_categories", "date_from", "date_to",
              "nondisclosure_until", "nondisclosure_indefinite", "emergency",
@@ -58,9 +63,20 @@ async def handle_followup(session: AsyncSession, settings: Settings, message: Me
         await refuse_form(session, settings, message, officer, form.problems, in_reply_to, references)
         return None
     actor = f"officer:{officer.key_fingerprint}"
+    act = officer_act(form, request)
+    if act is not None:
+        problem = act_problem(act, request)
+        if problem:
+            await refuse_form(session, settings, message, officer, [problem], in_reply_to, references)
+            return None
     message.state = "accepted"
     message.request_id = request.id
     store_documents(session, request, message, documents)
+    if act is not None:
+        what = await carry_out_act(session, settings, act, request, form, actor, message.id)
+        _acknowledge_message(session, settings, request, message, officer, in_reply_to, references, what)
+        notify_reviewers(session, f"{request.ref}: {what}", ref=ref, emergency=request.emergency)
+        return request
     if request.status != "awaiting_info":
         await audit.record(session, actor, "request.officer_message", ref, message_id=message.id,
                            documents=[d.sha256 for d in documents])
@@ -90,6 +106,71 @@ async def handle_followup(session: AsyncSession, settings: Settings, message: Me
         queue_status_reply(session, settings, request, message, officer, documents, in_reply_to,
                            references)
     return request
+
+
+def officer_act(form: RequestForm, request: Request) -> str | None:
+    """What a signed follow-up asks beyond adding information: withdraw, extend, change the NDO."""
+    if form.action == "withdraw":
+        return "withdraw"
+    if form.type == "preservation_extension":
+        return "extend"
+    if (form.nondisclosure_until or form.nondisclosure_indefinite) and request.status != "awaiting_info":
+        return "ndo"
+    return None
+
+
+def act_problem(act: str, request: Request) -> str | None:
+    """Why the officer's act cannot be done on this request now, in words they can act on."""
+    state = request.status.replace("_", " ")
+    if act == "withdraw" and request.status not in WITHDRAWABLE:
+        return f"action: {request.ref} is {state} and can no longer be withdrawn"
+    if act == "extend" and (request.type != "preservation"
+                            or request.status not in ("preserved", "extended")):
+        return (f"type: preservation_extension applies to an active preservation; {request.ref} is "
+                f"a {(request.type or 'request').replace('_', ' ')}, {state}")
+    if act == "ndo" and request.status == "withdrawn":
+        return f"nondisclosure_until: {request.ref} was withdrawn"
+    return None
+
+
+async def carry_out_act(session: AsyncSession, settings: Settings, act: str, request: Request,
+                        form: RequestForm, actor: str, message_id: int) -> str:
+    """Do the officer's act (already checked); return the sentence that tells them it is done."""
+    if act == "withdraw":
+        before = request.status
+        request.status = "withdrawn"
+        cancelled = await cancel_held(session, request, "withdrawn by the officer")
+        await end_for_withdrawal(session, request)
+        await audit.record(session, actor, "request.withdrawn", request.ref, message_id=message_id,
+                           before=before, notices_cancelled=cancelled)
+        return "The request is withdrawn: nothing will be produced and no one will be notified."
+    if act == "extend":
+        hold = await extend_preservation(session, settings, request, actor)
+        assert hold is not None  # act_problem checked the state
+        return f"The preservation is extended until {hold.expires_at:%Y-%m-%d %H:%M} UTC."
+    return await _change_nondisclosure(session, request, form, actor, message_id)
+
+
+async def _change_nondisclosure(session: AsyncSession, request: Request, form: RequestForm, actor: str,
+                                message_id: int) -> str:
+    """An officer may extend an NDO (or make it indefinite); shortening it is for the reviewers."""
+    before_until, before_indefinite = request.nondisclosure_until, request.nondisclosure_indefinite
+    if form.nondisclosure_indefinite:
+        request.nondisclosure_until, request.nondisclosure_indefinite = None, True
+        what = "The non-disclosure order is now indefinite."
+    elif before_indefinite or (before_until and form.nondisclosure_until
+                               and form.nondisclosure_until <= before_until):
+        return ("The non-disclosure order was not changed: it already runs "
+                f"{'indefinitely' if before_indefinite else f'until {before_until}'}. To shorten or "
+                "lift it, write to us with the court's decision; a reviewer will change it.")
+    else:
+        request.nondisclosure_until = form.nondisclosure_until
+        what = f"The non-disclosure order now runs until {form.nondisclosure_until}."
+    await audit.record(session, actor, "request.ndo_extended", request.ref, message_id=message_id,
+                       before="indefinite" if before_indefinite else str(before_until),
+                       after="indefinite" if request.nondisclosure_indefinite
+                       else str(request.nondisclosure_until))
+    return what
 
 
 def _acknowledge_message(session: AsyncSession, settings: Settings, request: Request, message: Message,

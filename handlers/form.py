@@ -27,10 +27,12 @@ DATA_CATEGORIES = (
     "subscriber_information", "kyc_documents", "login_ip_addresses", "transaction_history",
     "wallet_addresses", "device_information", "account_balances", "support_communications",
 )
+OFFICER_ACTIONS = ("withdraw",)
 NO_FORM = ("no request form found: put the fields in a `Key: value` block at the top of the "
            "message, or attach request.toml or request.json")
 FIELDS = (
-    "reference", "type", "case_number", "legal_basis", "subjects", "data_categories", "date_from", "date_to",
+    "reference", "action", "type", "case_number", "legal_basis", "subjects", "data_categories",
+    "date_from", "date_to",
     "nondisclosure_until", "emergency", "emergency_justification", "supervisor",
     "investigation_status",
 )
@@ -67,6 +69,7 @@ class RequestForm:
     supervisor: str | None = None
     investigation_status: str | None = None
     reference: str | None = None  # set when the officer answers about an existing request
+    action: str | None = None  # "withdraw", with a reference
     source: str = "body"
     free_text: str = ""
     missing: list[str] = field(default_factory=list)
@@ -144,6 +147,10 @@ def _validate(raw: dict[str, Any], form: RequestForm, *, structured: bool) -> No
             form.reference = reference.strip()
         else:
             form.problems.append(f"reference: {reference!r} is not a reference like LERS-2026-000123")
+    form.action = _choice(raw, "action", OFFICER_ACTIONS, form)
+    if form.action and not form.reference:
+        form.problems.append(f"action: {form.action} needs the reference of the request, as in "
+                             "reference: LERS-2026-000123")
     for name in ("case_number", "legal_basis", "emergency_justification", "supervisor",
                  "investigation_status"):
         value = raw.get(name)
@@ -273,6 +280,8 @@ def missing_fields(form: RequestForm, has_document: bool) -> list[str]:
         missing.append("data_categories")
     if form.emergency:
         missing += [n for n in ("emergency_justification", "supervisor") if not getattr(form, n)]
+    if form.type == "preservation_extension" and not form.reference:
+        missing.append("reference (of the preservation to extend)")
     if form.type in DOCUMENT_REQUIRED and not has_document:
         missing.append(f"the legal document (a PDF of the {form.type.replace('_', ' ')})")
     # a field already reported as malformed is not also "missing"

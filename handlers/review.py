@@ -9,22 +9,28 @@ in `[review] four_eyes_types` need two distinct approvers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.models import Message, Request, Review, Reviewer
+from gateway.models import Message, Notice, Request, Review, Reviewer
 from gateway.outbox import queue_reply
 from gateway.texts import render
+from handlers.holds import HOLD_KINDS, release_freezes, start_hold
+from handlers.notices import enqueue_notices, hold_of
+from handlers.production import DISCLOSURE_TYPES, enqueue_production
+from handlers.scope import Scope, ScopeError, describe, full_scope, intersect, narrow
 
 OPEN_STATES = ("received", "under_review", "awaiting_info")
 DECIDABLE_STATES = ("received", "under_review", "awaiting_info")
 ROLES = ("reviewer", "approver", "admin")
 DECIDERS = ("approver", "admin")
+PARTIAL_USAGE = "-category -type:value [from=YYYY-MM-DD] [to=YYYY-MM-DD] note"
 
 
 class ReviewError(Exception):
@@ -234,9 +240,10 @@ async def ask(ctx: ReviewContext, reviewer: Reviewer, ref: str, question: str) -
 
 
 async def decide(ctx: ReviewContext, reviewer: Reviewer, ref: str, decision: str, text: str) -> ChatReply:
-    """approve | partial | reject. Four-eyes applies to approvals that disclose data."""
+    """approve | partial | reject. Four-eyes applies to approvals of the configured types; the
+    production then covers only what every approver allowed (handlers/scope.py)."""
     if decision in ("reject", "partial") and not text.strip():
-        raise ReviewError(f"Usage: /{decision} REF {'reason' if decision == 'reject' else 'note'}")
+        raise ReviewError(f"Usage: /{decision} REF {'reason' if decision == 'reject' else PARTIAL_USAGE}")
     _require(reviewer, DECIDERS, f"{decision} requests")
     async with ctx.db.transaction() as session:
         request = await _request(session, ref)
@@ -244,6 +251,15 @@ async def decide(ctx: ReviewContext, reviewer: Reviewer, ref: str, decision: str
         if decision != "reject" and request.missing_fields:
             raise ReviewError(f"{request.ref} still lacks: {'; '.join(request.missing_fields)}. It can "
                               "be rejected, or approved once the officer has supplied them.")
+        scope = None
+        if decision == "partial":
+            try:
+                scope, text = narrow(request, text.split())
+            except ScopeError as exc:
+                raise ReviewError(str(exc)) from exc
+        elif decision == "approve":
+            scope = full_scope(request)
+        pending: list[Review] = []
         if decision != "reject" and request.type in ctx.settings.review.four_eyes_types:
             pending = await _pending_approvals(session, request)
             if any(r.reviewer_id == reviewer.id for r in pending):
@@ -251,28 +267,91 @@ async def decide(ctx: ReviewContext, reviewer: Reviewer, ref: str, decision: str
                                  "approver must approve it too.")
             if not pending:
                 session.add(Review(request_id=request.id, reviewer_id=reviewer.id,
-                                   action=f"{decision}_first", text=text or None))
+                                   action=f"{decision}_first", text=text or None, scope=scope))
                 if request.status == "received":
                     request.status = "under_review"
                 await audit.record(session, actor(reviewer), f"review.{decision}.first", request.ref,
-                                   text=text)
-                return ChatReply(f"First approval of {request.ref} recorded. A second approver must "
-                                 f"approve it (four-eyes rule for {request.type}).")
+                                   text=text, scope=scope)
+                return ChatReply(f"First approval of {request.ref} recorded"
+                                 f"{' (' + describe(scope) + ')' if decision == 'partial' and scope else ''}."
+                                 f" A second approver must approve it (four-eyes rule for {request.type}).")
+        if scope is not None:
+            scope = intersect([*(r.scope for r in pending if r.scope), scope])
+            if scope != full_scope(request):
+                decision = "partial"
         status = {"approve": "approved", "partial": "partially_approved", "reject": "rejected"}[decision]
         request.status = status
         request.decided_at = utcnow()
-        session.add(Review(request_id=request.id, reviewer_id=reviewer.id, action=decision,
-                           text=text or None))
+        review = Review(request_id=request.id, reviewer_id=reviewer.id, action=decision,
+                        text=text or None, scope=scope)
+        session.add(review)
+        await session.flush()
         label = {"approve": "approved", "partial": "partially approved", "reject": "rejected"}[decision]
-        closing = ("The data production will follow in a separate signed and encrypted message."
-                   if decision != "reject" else "No data will be disclosed for this request.")
+        closing = await _carry_out(session, ctx.settings, request, review, scope)
+        body = render("decision", ref=request.ref, decision=label, text=text.strip(), closing=closing)
         _write_to_officer(session, ctx.settings, request, f"decision_{decision}",
-                          f"[{request.ref}] Request {label}",
-                          render("decision", ref=request.ref, decision=label, text=text.strip(),
-                                 closing=closing))
+                          f"[{request.ref}] Request {label}", body)
+        enqueue_notices(session, request, decision)
         await audit.record(session, actor(reviewer), f"review.{decision}", request.ref, text=text,
-                           status=status)
-    return ChatReply(f"{request.ref} {label}; the officer is told by signed, encrypted email.")
+                           status=request.status, scope=scope)
+    return ChatReply(f"{request.ref} {label}; the officer is told by signed, encrypted email."
+                     + (f"\nScope: {describe(scope)}" if scope else ""))
+
+
+async def _carry_out(session: AsyncSession, settings: Settings, request: Request, review: Review,
+                     scope: Scope | None) -> str:
+    """What a decision sets in motion; returns the sentence that tells the officer."""
+    if scope is None:
+        return "No data will be disclosed for this request."
+    closing = f"The approval covers {describe(scope)}. " if scope != full_scope(request) else ""
+    if request.type in DISCLOSURE_TYPES:
+        enqueue_production(session, request, review)
+        return closing + "The data production follows in a separate signed and encrypted message."
+    if request.type in HOLD_KINDS:
+        hold = await start_hold(session, settings, request, scope)
+        what = "The data is preserved" if hold.kind == "preservation" else "The assets are frozen"
+        return closing + f"{what} until {hold.expires_at:%Y-%m-%d %H:%M} UTC. No data is disclosed."
+    if request.type == "freeze_release":
+        released = await release_freezes(session, request)
+        return closing + (f"Released: the asset freeze {', '.join(released)}." if released else
+                          "No active asset freeze of your agency matched these subjects.")
+    return closing + "No data is disclosed for this type of request."
+
+
+async def set_nondisclosure(ctx: ReviewContext, reviewer: Reviewer, ref: str, value: str) -> ChatReply:
+    """Set, extend, shorten or lift a request's non-disclosure order (what a court decided)."""
+    _require(reviewer, DECIDERS, "change non-disclosure orders")
+    word = value.strip().lower()
+    until, indefinite = None, False
+    if word == "indefinite":
+        indefinite = True
+    elif word not in ("lift", "none"):
+        try:
+            until = date.fromisoformat(word)
+        except ValueError as exc:
+            raise ReviewError("Usage: /ndo REF YYYY-MM-DD | indefinite | lift") from exc
+    async with ctx.db.transaction() as session:
+        request = await _request(session, ref)
+        if request.status == "withdrawn":
+            raise ReviewError(f"{request.ref} was withdrawn; its notices will never be sent.")
+        before = _ndo_words(request)
+        request.nondisclosure_until, request.nondisclosure_indefinite = until, indefinite
+        session.add(Review(request_id=request.id, reviewer_id=reviewer.id, action="ndo", text=word))
+        _, when = hold_of(request, ctx.settings)
+        held = await session.scalar(select(func.count()).select_from(Notice).where(
+            Notice.request_id == request.id, Notice.state == "held"))
+        await audit.record(session, actor(reviewer), "review.ndo", request.ref, before=before,
+                           after=_ndo_words(request), held_notices=held)
+    going = ("until a reviewer lifts the order" if when is None
+             else f"from {when:%Y-%m-%d %H:%M} UTC" if when > utcnow() else "at the scheduler's next run")
+    return ChatReply(f"Non-disclosure order of {request.ref}: {before} → {_ndo_words(request)}. "
+                     f"{held} notice(s) held; notices go {going}.")
+
+
+def _ndo_words(request: Request) -> str:
+    if request.nondisclosure_indefinite:
+        return "indefinite"
+    return f"until {request.nondisclosure_until}" if request.nondisclosure_until else "none"
 
 
 async def _pending_approvals(session: AsyncSession, request: Request) -> list[Review]:
@@ -301,7 +380,8 @@ HELP = """Commands (REF is a reference like LERS-2026-000123):
 /show REF — the request, its verification and its thread
 /docs REF — the legal documents, with their sha256
 /approve REF [note] — approve (some types need two approvers)
-/partial REF note — approve in part; say what is excluded
+/partial REF -category -type:value [from=DATE] [to=DATE] note — approve in part
+/ndo REF DATE|indefinite|lift — set, extend or lift the non-disclosure order
 /reject REF reason — reject; the reason is sent to the officer
 /ask REF question — ask the officer; the request waits for the answer
 /note REF text — internal note, never sent

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import email.policy
 import io
 import logging
 import os
@@ -206,13 +207,27 @@ class Harness:
         return await list_requests(self.core.db)
 
     def replies(self, to: str | None = None) -> list[Reply]:
-        """Every message the smarthost got (for `to`), decrypted with the officers' keys."""
+        """Every message to officers the smarthost got (for `to`), decrypted with their keys."""
         out = []
         for envelope in self.sink.received:
             if to is not None and to not in envelope.rcpt_tos:
                 continue
+            if is_user_notice(envelope):
+                continue
             out.append(Reply.open(envelope, self.ring))
         return out
+
+    def notices(self, to: str | None = None) -> list[EmailMessage]:
+        """The notices to the platform's users the smarthost got, as their mail client sees them."""
+        return [email.message_from_bytes(e.original_content or b"", policy=email.policy.default)
+                for e in self.sink.received
+                if is_user_notice(e) and (to is None or to in e.rcpt_tos)]
+
+
+def is_user_notice(envelope: Envelope) -> bool:
+    """Notices go to the platform's users in clear (multipart/alternative), never to officers."""
+    head = (envelope.original_content or b"").split(b"\r\n\r\n", 1)[0].lower()
+    return b"multipart/alternative" in head and "@police.test" not in " ".join(envelope.rcpt_tos)
 
 
 @dataclass

@@ -121,9 +121,10 @@ async def test_a_request_from_arrival_to_final_response_in_chat(
     final = await say(api, BERT, f"/approve {ref} second check done")
     assert f"{ref} approved" in final.params["text"]
     await chat_gateway.settle()
-    decision = chat_gateway.replies(to=alice.email)[-1]
+    *_, decision, production = chat_gateway.replies(to=alice.email)
     assert decision.subject == f"[{ref}] Request approved"
     assert "second check done" in decision.text
+    assert production.subject == f"[{ref}] Data production"  # the final response
 
 
 async def test_errors_are_answered_plainly(chat_gateway: Harness, api: FakeBotApi, alice: TestKey) -> None:
@@ -239,17 +240,21 @@ async def test_note_assign_mine_and_partial(chat_gateway: Harness, api: FakeBotA
         "No active reviewer 'nobody'; give their name or Telegram id.")
     mine = await say(api, RITA, "/mine")
     assert mine.params["text"].startswith(f"{ref} court_order · under review")
-    assert (await say(api, ANNA, f"/partial {ref}")).params["text"] == "Usage: /partial REF note"
-    assert "First approval" in (await say(api, ANNA, f"/partial {ref} no KYC documents")).params["text"]
-    done = await say(api, BERT, f"/partial {ref} no KYC documents, subscriber data only")
-    assert done.params["text"] == f"{ref} partially approved; the officer is told by signed, encrypted email."
+    usage = "Usage: /partial REF -category -type:value [from=YYYY-MM-DD] [to=YYYY-MM-DD] note"
+    assert (await say(api, ANNA, f"/partial {ref}")).params["text"] == usage
+    assert "Say what is excluded" in (await say(api, ANNA, f"/partial {ref} no KYC")).params["text"]
+    first = (await say(api, ANNA, f"/partial {ref} -login_ip_addresses subscriber data only")).params["text"]
+    assert first.startswith(f"First approval of {ref} recorded (data categories: subscriber_information;")
+    done = await say(api, BERT, f"/approve {ref} agreed")
+    assert done.params["text"].startswith(f"{ref} partially approved; the officer is told by signed, "
+                                          "encrypted email.\nScope: data categories: subscriber_information;")
     shown = (await say(api, RITA, f"/show {ref}")).params["text"]
     assert "Rita: note: called the issuing court" in shown and "Assigned to: Rita" in shown
     await chat_gateway.settle()
-    decision = chat_gateway.replies(to=alice.email)[-1]
+    decision = next(r for r in chat_gateway.replies(to=alice.email) if "approved" in r.subject)
     assert decision.subject == f"[{ref}] Request partially approved"
     assert "called the issuing court" not in decision.text  # notes never leave
-    assert "subscriber data only" in decision.text
+    assert "The approval covers data categories: subscriber_information;" in decision.text
     unknown = await say(api, RITA, "/frobnicate")
     assert unknown.params["text"] == "Unknown command /frobnicate. /help lists the commands."
 

@@ -47,9 +47,10 @@ async def test_four_eyes_needs_two_distinct_approvers(gateway: Harness, alice: T
     final = await decide(ctx, bert, ref, "approve", "checked the order")
     assert "approved" in final.text
     await gateway.settle()
-    assert (await gateway.requests())[0]["status"] == "approved"
-    decision = gateway.replies(to=alice.email)[-1]
+    assert (await gateway.requests())[0]["status"] == "fulfilled"  # the production went out
+    decision = next(r for r in gateway.replies(to=alice.email) if "Request approved" in r.subject)
     assert decision.subject == f"[{ref}] Request approved"
+    assert "The data production follows in a separate signed and encrypted message." in decision.text
     assert "checked the order" in decision.text
     assert decision.outer["In-Reply-To"] is not None
 
