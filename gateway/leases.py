@@ -13,14 +13,17 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
 from gateway.db import Database
-from gateway.models import Lease
+from gateway.models import Lease, ScheduleMark
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +89,16 @@ class Duty:
                 await self._stop()
                 self.active = False
                 await release(self.db, self.name)
+
+
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def locked_mark(session: AsyncSession, name: str) -> ScheduleMark:
+    """The schedule mark `name`, created at the epoch if new, locked until the transaction ends:
+    two scheduler runs (two processes, or a test beside the running scheduler) take turns."""
+    insert = sqlite_insert if session.bind.dialect.name == "sqlite" else postgresql_insert
+    await session.execute(insert(ScheduleMark).values(name=name, last_at=NEVER).on_conflict_do_nothing())
+    mark = await session.scalar(select(ScheduleMark).where(ScheduleMark.name == name).with_for_update())
+    assert mark is not None
+    return mark

@@ -18,7 +18,8 @@ from gateway import audit
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.models import Request, ScheduleMark
+from gateway.leases import locked_mark
+from gateway.models import Request
 from handlers.holds import expire_holds, warn_of_expiring_holds
 from handlers.notices import send_due_notices
 from handlers.notify import notify_reviewers
@@ -59,13 +60,10 @@ async def report_overdue(settings: Settings, db: Database) -> int:
     if now.hour < settings.deadlines.overdue_report_hour:
         return 0
     async with db.transaction() as session:
-        mark = await session.get(ScheduleMark, OVERDUE_MARK)
-        if mark is not None and mark.last_at.date() >= now.date():
+        mark = await locked_mark(session, OVERDUE_MARK)
+        if mark.last_at.date() >= now.date():
             return 0
-        if mark is None:
-            session.add(ScheduleMark(name=OVERDUE_MARK, last_at=now))
-        else:
-            mark.last_at = now
+        mark.last_at = now
         overdue = list(await session.scalars(
             select(Request).where(Request.status.in_(OPEN_STATES), Request.deadline.is_not(None),
                                   Request.deadline < now).order_by(Request.deadline)))

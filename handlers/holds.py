@@ -95,7 +95,8 @@ async def warn_of_expiring_holds(settings: Settings, db: Database) -> int:
     async with db.transaction() as session:
         rows = (await session.execute(select(Hold, Request).join(Request, Hold.request_id == Request.id)
                                       .where(Hold.state == "active", Hold.warned_at.is_(None),
-                                             Hold.expires_at <= horizon, Hold.expires_at > now))).all()
+                                             Hold.expires_at <= horizon, Hold.expires_at > now)
+                                      .with_for_update(of=Hold, skip_locked=True))).all()
         for hold, request in rows:
             hold.warned_at = now
             when = f"{hold.expires_at:%Y-%m-%d %H:%M} UTC"
@@ -121,7 +122,8 @@ async def expire_holds(settings: Settings, db: Database) -> int:
     now = utcnow()
     async with db.transaction() as session:
         rows = (await session.execute(select(Hold, Request).join(Request, Hold.request_id == Request.id)
-                                      .where(Hold.state == "active", Hold.expires_at <= now))).all()
+                                      .where(Hold.state == "active", Hold.expires_at <= now)
+                                      .with_for_update(of=Hold, skip_locked=True))).all()
         for hold, request in rows:
             hold.state, hold.ended_at = "expired", now
             if hold.kind == "preservation":

@@ -24,7 +24,8 @@ from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.datasource import DataSource
 from gateway.db import Database
-from gateway.models import Job, Notice, Request, ScheduleMark
+from gateway.leases import locked_mark
+from gateway.models import Job, Notice, Request
 from gateway.outbox import queue_notice
 from gateway.texts import notice_languages, render, render_html
 
@@ -112,15 +113,12 @@ async def send_due_notices(settings: Settings, db: Database) -> int:
     """Queue every held notice whose hold has ended, as judged now from its request."""
     now = utcnow()
     async with db.transaction() as session:
-        mark = await session.get(ScheduleMark, CLOCK_MARK)
-        if mark is not None and now < mark.last_at - CLOCK_TOLERANCE:
+        mark = await locked_mark(session, CLOCK_MARK)  # one sender at a time, even across processes
+        if now < mark.last_at - CLOCK_TOLERANCE:
             log.warning("the clock went backwards: notices wait until it catches up",
                         extra={"now": now.isoformat(), "seen": mark.last_at.isoformat()})
             return 0
-        if mark is None:
-            session.add(ScheduleMark(name=CLOCK_MARK, last_at=now))
-        elif now > mark.last_at:
-            mark.last_at = now
+        mark.last_at = max(mark.last_at, now)
         held = list(await session.scalars(select(Notice).where(Notice.state == "held")
                                           .order_by(Notice.id)))
         sent = 0

@@ -95,7 +95,7 @@ async def produce(ctx: ProductionContext, job: Job) -> None:
     signature = await ctx.pgp.sign_evidence(manifest_bytes)
     async with ctx.db.transaction() as session:
         request = await session.scalar(select(Request).where(Request.id == job.payload["request_id"])
-                                       .with_for_update())
+                                       .with_for_update(of=Request))
         fresh_job = await session.get(Job, job.id)
         assert request is not None and fresh_job is not None
         if request.status in PRODUCIBLE_STATES:  # not withdrawn while we were querying
