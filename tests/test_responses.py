@@ -291,7 +291,8 @@ async def test_an_ndo_holds_the_notice_through_extension_and_a_restart_then_it_g
     await gateway.gateway.stop()
     await gateway.core.close()
 
-    restarted: Harness = await make_gateway(gateway__data_dir=str(data_dir))
+    restarted: Harness = await make_gateway(gateway__data_dir=str(data_dir),
+                                            storage__url=gateway.settings.storage.url)  # the same database
     clock(timedelta(days=80))  # restart, still inside the extended order
     await scheduler_pass(restarted)
     assert restarted.notices() == []
