@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -28,8 +29,10 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from gateway import queue
+from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.ingest import ingest
@@ -114,6 +117,35 @@ BUTTON_VERBS = {"show", "docs", "assign", "approve"}
 CONFIRM_FIRST = {"approve"}
 
 
+class ApiPulse:
+    """When the Bot API last answered this process, and the last failure: for /healthz."""
+
+    def __init__(self) -> None:
+        self.last_ok: datetime | None = None
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+
+
+class _PulseRequest(HTTPXRequest):
+    """PTB's own HTTP client, noting each answer from the Bot API (a long poll included)."""
+
+    def __init__(self, pulse: ApiPulse, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pulse = pulse
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        try:
+            status, body = await super().do_request(*args, **kwargs)
+        except Exception as exc:
+            self.pulse.last_error, self.pulse.last_error_at = type(exc).__name__, utcnow()
+            raise
+        if status < 500:  # the API answered (a 4xx is about our call, not its reachability)
+            self.pulse.last_ok = utcnow()
+        else:
+            self.pulse.last_error, self.pulse.last_error_at = f"HTTP {status}", utcnow()
+        return status, body
+
+
 class ChatStartError(Exception):
     """The bot cannot start (bad token, Bot API unreachable); the message holds no secret."""
 
@@ -126,12 +158,16 @@ class ChatBot:
         self.on_stored = on_stored
         self.ctx = ReviewContext(settings, db)
         self.db = db
+        self.pulse = ApiPulse()
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
             .token(settings.telegram_token())
             .base_url(settings.telegram.base_url)
             .base_file_url(settings.telegram.base_file_url)
-            .get_updates_read_timeout(settings.telegram.poll_timeout_seconds + 10)
+            .request(_PulseRequest(self.pulse, connection_pool_size=256))
+            .get_updates_request(_PulseRequest(
+                self.pulse, connection_pool_size=1,
+                read_timeout=settings.telegram.poll_timeout_seconds + 10))
             .build()
         )
         for name in COMMANDS:

@@ -7,12 +7,15 @@ anywhere leaves the job to run again from the start.
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import queue
 from gateway.config import Settings
 from gateway.documents import Document, prepare_documents
+from gateway.logs import set_ref
 from gateway.mime import ReceivedAttachment
 from gateway.models import Job, Message, Officer, Request
 from handlers.chain import ChainContext, Evaluation, evaluate
@@ -22,6 +25,8 @@ from handlers.intake import handle_new_request, refuse_form
 from handlers.notify import tell_chat_sender
 from handlers.refusals import quarantine
 from handlers.threading import reply_threading
+
+log = logging.getLogger(__name__)
 
 
 async def route(session: AsyncSession, settings: Settings, message: Message, officer: Officer,
@@ -91,11 +96,17 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
                 await route(session, ctx.settings, message, officer, evaluation, documents)
             else:
                 await quarantine(session, ctx.settings, message, evaluation)
+            if message.request_id is not None:
+                request = await session.get(Request, message.request_id)
+                set_ref(request.ref if request is not None else None)
             if message.transport == "chat":
                 await _answer_in_chat(session, message)
             queue.mark_done(session, fresh_job)
+            state, reason = message.state, message.reason
     except IntegrityError as exc:
         raise RetryJob("a copy of this signed message was processed at the same time") from exc
+    log.info(f"inbound message {state}", extra={"message_id": job.message_id, "transport": transport,
+                                                "reason": reason})
 
 
 async def _answer_in_chat(session: AsyncSession, message: Message) -> None:
