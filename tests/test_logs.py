@@ -25,7 +25,7 @@ async def test_each_request_s_log_lines_carry_its_reference(gateway: Harness, al
     logged = lines(buffer)
     refs = {r["case_number"]: r["ref"] for r in await gateway.requests()}
     assert sorted(refs) == ["2026-PR-0101", "2026-PR-0102"]
-    for case, ref in refs.items():
+    for ref in refs.values():
         mine = [entry for entry in logged if entry.get("ref") == ref]
         assert [e["msg"] for e in mine if e["logger"] == "handlers.inbound"] == ["inbound message accepted"]
         assert [e["msg"] for e in mine if e["logger"] == "gateway.outbox"] == ["reply sent"]
