@@ -36,9 +36,11 @@ from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.ingest import ingest
+from gateway.logs import request_scope
 from gateway.mime import chat_file_message, chat_text_message
 from gateway.models import Job, Officer, Reviewer
-from handlers import review
+from handlers import review, stats
+from handlers.refs import REF_PATTERN
 from handlers.review import ChatReply, ReviewContext, ReviewError
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,10 @@ async def _mine(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> Chat
     return await review.my_requests(ctx, reviewer)
 
 
+async def _stats(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await stats.show_stats(ctx, reviewer)
+
+
 async def _help(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
     return ChatReply(review.HELP)
 
@@ -109,6 +115,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "note": (_note, "add an internal note"),
     "assign": (_assign, "assign a request"),
     "mine": (_mine, "requests assigned to you"),
+    "stats": (_stats, "figures for the last 30 days and the queue"),
     "help": (_help, "the list of commands"),
     "start": (_help, "the list of commands"),
 }
@@ -241,10 +248,12 @@ class ChatBot:
         command = COMMANDS.get(name)
         if command is None:
             return ChatReply(f"Unknown command /{name}. /help lists the commands.")
-        try:
-            return await command[0](self.ctx, reviewer, args)
-        except ReviewError as exc:
-            return ChatReply(str(exc))
+        ref = args[0].upper() if args and REF_PATTERN.fullmatch(args[0].upper()) else None
+        with request_scope(ref):
+            try:
+                return await command[0](self.ctx, reviewer, args)
+            except ReviewError as exc:
+                return ChatReply(str(exc))
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -146,16 +147,17 @@ class HealthServer:
 
     async def start(self) -> None:
         host, port = self.settings.health.host_port
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
         try:
-            await site.start()
+            sock.bind((host, port))  # our own socket: port 0 picks a free port we can read back
+            await web.SockSite(self._runner, sock).start()
         except BaseException:
+            sock.close()
             await self._runner.cleanup()
             raise
-        server = site._server  # aiohttp keeps the bound socket here; port 0 picks a free one
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = sock.getsockname()[1]
         log.info("health endpoint listening", extra={"listen": f"{host}:{self.port}"})
 
     async def stop(self) -> None:
