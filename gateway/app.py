@@ -17,8 +17,19 @@ from gateway.chat import ChatBot, notifications_disabled
 from gateway.config import Settings
 from gateway.datasource import DataSource
 from gateway.db import Database
+from gateway.health import (
+    Check,
+    HealthServer,
+    Probe,
+    check_database,
+    check_gpg,
+    check_imap,
+    check_smarthost,
+    check_telegram,
+)
 from gateway.imap import ImapPoller
 from gateway.leases import Duty
+from gateway.metrics import ProcessMetrics
 from gateway.models import Job
 from gateway.outbox import OutboxSender, release_sending
 from gateway.pgp import OpenPGP
@@ -126,7 +137,8 @@ class Gateway:
         self.core = core
         self.roles = roles
         settings = core.settings
-        self.ctx = ChainContext(settings, core.db, core.pgp)
+        self.metrics = ProcessMetrics()
+        self.ctx = ChainContext(settings, core.db, core.pgp, self.metrics)
         self.chat = None
         if settings.telegram.enabled and "chat" in roles:
             self.chat = ChatBot(settings, core.db, on_stored=self._wake_worker)
@@ -155,6 +167,33 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self.smtp_port: int | None = None
         self.duties: list[Duty] = []
+        self.chat_duty: Duty | None = None
+        self.health: HealthServer | None = None
+        if settings.health.enabled:
+            self.health = HealthServer(settings, core.db, self.metrics, self._probes())
+
+    def _probes(self) -> dict[str, Probe]:
+        """The checks of the parts this process runs (the database and gpg always)."""
+        core, settings = self.core, self.core.settings
+        probes: dict[str, Probe] = {
+            "database": partial(check_database, core.db),
+            "gpg": partial(check_gpg, core.pgp, core.gateway_fingerprint),
+        }
+        if "worker" in self.roles:  # the outbox sends replies through the smarthost
+            probes["smarthost"] = partial(check_smarthost, settings, self.outbox.tls_context)
+        if "imap" in self.roles:
+            for account in settings.imap:
+                if account.enabled:
+                    probes[f"imap:{account.name}"] = partial(check_imap, core.db, account)
+        if self.chat is not None:
+            chat = self.chat
+
+            async def telegram() -> Check:
+                polling = self.chat_duty is not None and self.chat_duty.active
+                return check_telegram(polling, chat.pulse.last_ok, chat.pulse.last_error,
+                                      settings.telegram.poll_timeout_seconds)
+            probes["telegram"] = telegram
+        return probes
 
     def _wake_worker(self) -> None:
         self.worker.wakeup.set()
@@ -192,6 +231,8 @@ class Gateway:
             self._server = await loop.create_server(smtp_factory(handler, settings),
                                                     host=settings.smtp.host, port=settings.smtp.port)
             self.smtp_port = self._server.sockets[0].getsockname()[1]
+        if self.health is not None:  # before any task starts: a port in use stops the start cleanly
+            await self.health.start()
         if "worker" in self.roles:
             for index in range(settings.worker.gpg_threads):
                 self._spawn(f"worker-{index}", self.worker.run)
@@ -217,7 +258,8 @@ class Gateway:
                 await chat_jobs.stop()
                 await chat.stop_polling()
 
-            self.duties.append(Duty(db, "chat", start_chat, stop_chat, ttl))
+            self.chat_duty = Duty(db, "chat", start_chat, stop_chat, ttl)
+            self.duties.append(self.chat_duty)
         for duty in self.duties:
             self._spawn(f"duty-{duty.name}", duty.run)
         log.info("gateway started", extra={"roles": ",".join(self.roles),
@@ -227,6 +269,8 @@ class Gateway:
 
     async def stop(self) -> None:
         self.stop_event.set()
+        if self.health is not None:
+            await self.health.stop()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -17,10 +17,14 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
 
 from gateway.audit import verify_chain
 from gateway.config import Settings
 from gateway.db import Database
+from gateway.progress import bar
 
 KEYRING_SKIP = ("S.", "random_seed", ".#lk", "sig-")  # sockets, locks, temporary files
 
@@ -43,18 +47,31 @@ def _gpg_symmetric(args: list[str], data: bytes, passphrase_file: Path) -> bytes
     return result.stdout
 
 
-def _archive(settings: Settings) -> bytes:
+def _archive(settings: Settings, shown: tqdm[Any]) -> bytes:
+    """Snapshot and keyring as a tar.gz; `shown` counts the bytes read (a no-op bar off a TTY)."""
     database = settings.data_dir / "lers.db"
+    keyring = [path for path in sorted(settings.gnupg_home.rglob("*"))
+               if path.is_file() and not path.name.startswith(KEYRING_SKIP)]
+    database_bytes = database.stat().st_size
+    shown.reset(total=database_bytes + sum(path.stat().st_size for path in keyring))
+    done = [0]
+
+    def copied(status: int, remaining: int, pages: int) -> None:
+        now = database_bytes * (pages - remaining) // max(pages, 1)
+        shown.update(now - done[0])
+        done[0] = now
+
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as scratch:
         snapshot = Path(scratch) / "lers.db"
         with sqlite3.connect(database) as source, sqlite3.connect(snapshot) as target:
-            source.backup(target)  # consistent even while the gateway writes
+            source.backup(target, pages=256, progress=copied)  # consistent while the gateway writes
+        shown.update(database_bytes - done[0])
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             tar.add(snapshot, arcname="lers.db")
-            for path in sorted(settings.gnupg_home.rglob("*")):
-                if path.is_file() and not path.name.startswith(KEYRING_SKIP):
-                    tar.add(path, arcname=f"gnupg/{path.relative_to(settings.gnupg_home)}")
+            for path in keyring:
+                tar.add(path, arcname=f"gnupg/{path.relative_to(settings.gnupg_home)}")
+                shown.update(path.stat().st_size)
     return buffer.getvalue()
 
 
@@ -65,10 +82,12 @@ async def backup(settings: Settings, out: Path, passphrase_file: Path) -> int:
                           "its own tools (pg_dump) and keep a copy of data/gnupg")
     if await asyncio.to_thread(out.exists):
         raise BackupError(f"{out} exists: choose a new file name")
-    archive = await asyncio.to_thread(_archive, settings)
-    encrypted = await asyncio.to_thread(
-        _gpg_symmetric, ["--symmetric", "--cipher-algo", "AES256", "--output", "-"], archive,
-        passphrase_file)
+    with bar("backing up", unit="B", unit_scale=True) as shown:
+        archive = await asyncio.to_thread(_archive, settings, shown)
+        shown.set_description("encrypting")
+        encrypted = await asyncio.to_thread(
+            _gpg_symmetric, ["--symmetric", "--cipher-algo", "AES256", "--output", "-"], archive,
+            passphrase_file)
     await asyncio.to_thread(out.write_bytes, encrypted)
     return len(encrypted)
 

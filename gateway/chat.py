@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -28,14 +29,18 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 
 from gateway import queue
+from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.ingest import ingest
+from gateway.logs import request_scope
 from gateway.mime import chat_file_message, chat_text_message
 from gateway.models import Job, Officer, Reviewer
-from handlers import review
+from handlers import review, stats
+from handlers.refs import REF_PATTERN
 from handlers.review import ChatReply, ReviewContext, ReviewError
 
 log = logging.getLogger(__name__)
@@ -96,6 +101,10 @@ async def _ndo(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatR
                                           *_ref_and_text(args, "/ndo REF YYYY-MM-DD | indefinite | lift"))
 
 
+async def _stats(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await stats.show_stats(ctx, reviewer)
+
+
 async def _help(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
     return ChatReply(review.HELP)
 
@@ -112,12 +121,42 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "note": (_note, "add an internal note"),
     "assign": (_assign, "assign a request"),
     "mine": (_mine, "requests assigned to you"),
+    "stats": (_stats, "figures for the last 30 days and the queue"),
     "help": (_help, "the list of commands"),
     "start": (_help, "the list of commands"),
 }
 # inline buttons: data "verb:REF"; deciding verbs ask for confirmation ("verb!:REF" confirms)
 BUTTON_VERBS = {"show", "docs", "assign", "approve"}
 CONFIRM_FIRST = {"approve"}
+
+
+class ApiPulse:
+    """When the Bot API last answered this process, and the last failure: for /healthz."""
+
+    def __init__(self) -> None:
+        self.last_ok: datetime | None = None
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+
+
+class _PulseRequest(HTTPXRequest):
+    """PTB's own HTTP client, noting each answer from the Bot API (a long poll included)."""
+
+    def __init__(self, pulse: ApiPulse, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pulse = pulse
+
+    async def do_request(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        try:
+            status, body = await super().do_request(*args, **kwargs)
+        except Exception as exc:
+            self.pulse.last_error, self.pulse.last_error_at = type(exc).__name__, utcnow()
+            raise
+        if status < 500:  # the API answered (a 4xx is about our call, not its reachability)
+            self.pulse.last_ok = utcnow()
+        else:
+            self.pulse.last_error, self.pulse.last_error_at = f"HTTP {status}", utcnow()
+        return status, body
 
 
 class ChatStartError(Exception):
@@ -132,12 +171,16 @@ class ChatBot:
         self.on_stored = on_stored
         self.ctx = ReviewContext(settings, db)
         self.db = db
+        self.pulse = ApiPulse()
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
             ApplicationBuilder()
             .token(settings.telegram_token())
             .base_url(settings.telegram.base_url)
             .base_file_url(settings.telegram.base_file_url)
-            .get_updates_read_timeout(settings.telegram.poll_timeout_seconds + 10)
+            .request(_PulseRequest(self.pulse, connection_pool_size=256))
+            .get_updates_request(_PulseRequest(
+                self.pulse, connection_pool_size=1,
+                read_timeout=settings.telegram.poll_timeout_seconds + 10))
             .build()
         )
         for name in COMMANDS:
@@ -211,10 +254,12 @@ class ChatBot:
         command = COMMANDS.get(name)
         if command is None:
             return ChatReply(f"Unknown command /{name}. /help lists the commands.")
-        try:
-            return await command[0](self.ctx, reviewer, args)
-        except ReviewError as exc:
-            return ChatReply(str(exc))
+        ref = args[0].upper() if args and REF_PATTERN.fullmatch(args[0].upper()) else None
+        with request_scope(ref):
+            try:
+                return await command[0](self.ctx, reviewer, args)
+            except ReviewError as exc:
+                return ChatReply(str(exc))
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION")
     listing = imap.add_parser("status", help="per account: connection, last UID, backlog, last error")
     listing.add_argument("--json", action="store_true")
+    imported = imap.add_parser("import", help="read a mailbox once, now, with progress (e.g. a large "
+                               "first import before `lers serve`)")
+    imported.add_argument("name", nargs="?", help="the [[imap]] account (default: every enabled one)")
 
     database = commands.add_parser("db", help="the database schema").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -269,6 +272,50 @@ async def cmd_imap_status(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_imap_import(core: Core, args: argparse.Namespace) -> int:
+    """One pass over each mailbox, holding its lease (so no running gateway reads it meanwhile)."""
+    accounts = [a for a in core.settings.imap if a.enabled and args.name in (None, a.name)]
+    if not accounts:
+        raise CliError(f"no enabled [[imap]] account {args.name or ''}".rstrip()
+                       + f" (configured: {', '.join(a.name for a in core.settings.imap) or 'none'})")
+    for account in accounts:
+        new = await _import_mailbox(core, account)
+        print(f"{account.name}: {new} new message(s) stored; a running gateway verifies and answers them")
+    return 0
+
+
+async def _import_mailbox(core: Core, account: Any) -> int:
+    from gateway import leases
+    from gateway.imap import ImapPoller
+    from gateway.progress import bar
+    duty, ttl = f"imap:{account.name}", core.settings.worker.duty_lease_seconds
+    if not await leases.acquire(core.db, duty, ttl):
+        raise CliError(f"{account.name}: a running gateway is reading this mailbox; stop it first, "
+                       "or let it do the import")
+
+    async def keep_lease() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            await leases.acquire(core.db, duty, ttl)
+
+    renewing = asyncio.create_task(keep_lease())
+    poller = ImapPoller(core.settings, account, core.db)
+    try:
+        with bar(account.name, unit=" messages") as shown:
+            def waiting(count: int) -> None:
+                shown.total = (shown.total or 0) + count
+                shown.refresh()
+
+            poller.on_waiting, poller.on_handled = waiting, shown.update
+            return await poller.poll_once()
+    except Exception as exc:
+        raise CliError(f"{account.name}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        renewing.cancel()
+        await poller.close()
+        await leases.release(core.db, duty)
+
+
 def _imap_line(r: dict[str, Any]) -> str:
     def shown(value: object) -> object:
         return "-" if value is None else value
@@ -302,7 +349,16 @@ async def cmd_db_upgrade(core: Core, args: argparse.Namespace) -> int:
 
 async def cmd_db_copy(core: Core, args: argparse.Namespace) -> int:
     from gateway.dbcopy import copy_database
-    copied = await copy_database(args.source, args.target)
+    from gateway.progress import bar
+    with bar("copying", unit=" rows") as shown:
+        def advance(table: str, rows: int) -> None:
+            shown.set_postfix_str(table, refresh=False)
+            shown.update(rows)
+
+        def total(rows: int) -> None:
+            shown.reset(total=rows)
+
+        copied = await copy_database(args.source, args.target, advance, total)
     for table, rows in copied.items():
         print(f"{table:<18} {rows:>8} rows")
     print(f"copied {sum(copied.values())} rows; "
@@ -455,6 +511,7 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "reviewer list": cmd_reviewer_list,
     "reviewer remove": cmd_reviewer_remove,
     "imap status": cmd_imap_status,
+    "imap import": cmd_imap_import,
     "db status": cmd_db_status,
     "db upgrade": cmd_db_upgrade,
     "db copy": cmd_db_copy,

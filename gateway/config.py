@@ -8,6 +8,7 @@ so an operator can fix a typo without reading code.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -184,6 +185,21 @@ class ImapAccount:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """The operators' HTTP endpoint: /healthz and /metrics (Prometheus), loopback by default."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:9425"  # host:port, or [v6-address]:port
+    allow_non_loopback: bool = False  # the endpoint has no authentication: expose it deliberately
+    check_timeout_seconds: float = 5.0  # per check: database, smarthost EHLO
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Settings:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -198,6 +214,7 @@ class Settings:
     production: ProductionSettings = field(default_factory=ProductionSettings)
     holds: HoldSettings = field(default_factory=HoldSettings)
     notices: NoticeSettings = field(default_factory=NoticeSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     imap: tuple[ImapAccount, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -375,6 +392,20 @@ def _coerce(key: str, expected: Any, value: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {expected!r}")  # pragma: no cover
 
 
+def _check_health_listen(health: HealthSettings) -> None:
+    host, sep, port = health.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"health.listen: must be HOST:PORT (e.g. 127.0.0.1:9425), got {health.listen!r}")
+    host = host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ConfigError(f"health.listen: {host!r} is not an IP address or localhost") from None
+    if not loopback and not health.allow_non_loopback:
+        raise ConfigError(f"health.listen: {host} is not a loopback address; the endpoint has no "
+                          "authentication: set health.allow_non_loopback = true to expose it")
+
+
 def _check_semantics(s: Settings) -> None:
     for key, port in (("smtp.port", s.smtp.port), ("outbound.port", s.outbound.port)):
         if not 0 <= port <= 65535:
@@ -397,6 +428,7 @@ def _check_semantics(s: Settings) -> None:
         "worker.lease_seconds": s.worker.lease_seconds,
         "worker.duty_lease_seconds": s.worker.duty_lease_seconds,
         "outbound.timeout_seconds": s.outbound.timeout_seconds,
+        "health.check_timeout_seconds": s.health.check_timeout_seconds,
         "outbound.first_retry_seconds": s.outbound.first_retry_seconds,
         "outbound.max_retry_seconds": s.outbound.max_retry_seconds,
     }
@@ -450,6 +482,7 @@ def _check_semantics(s: Settings) -> None:
         raise ConfigError("smtp.tls_cert_file and smtp.tls_key_file: give both, or neither")
     if s.smtp.require_tls and not s.smtp.tls_cert_file:
         raise ConfigError("smtp.require_tls: needs smtp.tls_cert_file and smtp.tls_key_file")
+    _check_health_listen(s.health)
     names = [a.name for a in s.imap]
     for index, account in enumerate(s.imap):
         key = f"imap[{index}]"

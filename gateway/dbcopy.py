@@ -18,8 +18,10 @@ BATCH = 500
 
 
 async def copy_database(source_url: str, target_url: str,
-                        progress: Callable[[str, int], None] = lambda table, rows: None) -> dict[str, int]:
-    """Copy every row; returns rows copied per table."""
+                        progress: Callable[[str, int], None] = lambda table, rows: None,
+                        total: Callable[[int], None] = lambda rows: None) -> dict[str, int]:
+    """Copy every row; returns rows copied per table. `total` is told the number of rows to copy
+    before the copy starts, `progress` the table and the number of rows of each batch copied."""
     source, target = Database(source_url), Database(target_url)
     try:
         await source.ensure_schema()
@@ -29,6 +31,7 @@ async def copy_database(source_url: str, target_url: str,
         if tables and current != head:
             raise SchemaError("the target database has other tables: copy into an empty one")
         await target.upgrade()
+        total(sum((await _counts(source)).values()))
         copied: dict[str, int] = {}
         for table in Base.metadata.sorted_tables:
             count = 0
@@ -37,7 +40,7 @@ async def copy_database(source_url: str, target_url: str,
                 async for batch in result.mappings().partitions(BATCH):
                     await writer.execute(insert(table), [dict(row) for row in batch])
                     count += len(batch)
-                    progress(table.name, count)
+                    progress(table.name, len(batch))
             copied[table.name] = count
         if not target.is_sqlite:
             await _reset_sequences(target)
@@ -48,11 +51,13 @@ async def copy_database(source_url: str, target_url: str,
 
 
 async def _empty(db: Database) -> bool:
+    return not any((await _counts(db)).values())
+
+
+async def _counts(db: Database) -> dict[str, int]:
     async with db.engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            if await conn.scalar(select(func.count()).select_from(table)):
-                return False
-    return True
+        return {table.name: await conn.scalar(select(func.count()).select_from(table)) or 0
+                for table in Base.metadata.sorted_tables}
 
 
 async def _reset_sequences(db: Database) -> None:

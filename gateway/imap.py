@@ -95,6 +95,9 @@ class ImapPoller:
         self._oversize: set[int] = set()  # UIDs left in the mailbox, warned about once
         self._idle_refused = False
         self._stop: asyncio.Event | None = None  # run()'s stop event: checked between messages
+        # progress of a pass, for `lers imap import`: messages found waiting, messages handled
+        self.on_waiting: Callable[[int], None] = lambda count: None
+        self.on_handled: Callable[[int], None] = lambda count: None
 
     # -- the long-running task ---------------------------------------------------------
 
@@ -326,12 +329,14 @@ class ImapPoller:
                 if self._new_mail.is_set():
                     continue
                 break
+            self.on_waiting(len(todo))
             for start in range(0, len(todo), self.account.batch_size):
                 if stop is not None and stop.is_set():
                     break
                 batch = todo[start:start + self.account.batch_size]
                 new += await self._process_batch(batch, backlog=len(todo) - start - len(batch))
                 handled.update(batch)
+                self.on_handled(len(batch))
         return new
 
     async def _search(self) -> list[int]:

@@ -29,8 +29,10 @@ from gateway import audit
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
+from gateway.logs import request_scope
 from gateway.models import Message, Outbox
 from gateway.pgp import OpenPGP, OpenPGPError
+from handlers.refs import find_refs
 
 log = logging.getLogger(__name__)
 # the one kind of outbound mail that is not encrypted: notices to the platform's own users
@@ -195,11 +197,13 @@ class OutboxSender:
                                               .order_by(Outbox.id))) if ids else []
         sent = 0
         for row in rows:
-            try:
-                sent += await self._send_one(row)
-            except Exception as exc:
-                log.exception("reply could not be prepared", extra={"outbox_id": row.id})
-                await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
+            refs = find_refs(row.subject)  # our own subject: "[REF] ..." when it is about a request
+            with request_scope(refs[0] if refs else None):
+                try:
+                    sent += await self._send_one(row)
+                except Exception as exc:
+                    log.exception("reply could not be prepared", extra={"outbox_id": row.id})
+                    await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
         return sent
 
     async def _send_one(self, row: Outbox) -> int:

@@ -169,6 +169,11 @@ class OpenPGP:
         self.gateway_fingerprint = str(result.fingerprint)
         return self.gateway_fingerprint, True
 
+    async def holds_secret_key(self, fingerprint: str) -> bool:
+        """gpg runs and the keyring still holds this secret key (the health check's question)."""
+        keys = await self._run(lambda: self._gpg.list_keys(secret=True, keys=[fingerprint]))
+        return any(k["fingerprint"] == fingerprint for k in keys)
+
     async def export_gateway_public_key(self) -> str:
         if not self.gateway_fingerprint:
             raise OpenPGPError("the gateway key is not loaded")

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway import queue
 from gateway.db import Database
+from gateway.logs import request_scope
 from gateway.models import Job
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ class Worker:
                 waiter.cancel()
 
     async def run_job(self, job: Job) -> None:
+        with request_scope(job.payload.get("ref") if isinstance(job.payload, dict) else None):
+            await self._run_job(job)
+
+    async def _run_job(self, job: Job) -> None:
         handler = self.handlers.get(job.kind)
         try:
             if handler is None:

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email import policy
@@ -21,6 +22,7 @@ from sqlalchemy import select
 
 from gateway.config import Settings
 from gateway.db import Database
+from gateway.metrics import ProcessMetrics
 from gateway.mime import (
     DetachedFile,
     InlineSigned,
@@ -75,6 +77,11 @@ class ChainContext:
     settings: Settings
     db: Database
     pgp: OpenPGP
+    metrics: ProcessMetrics | None = None
+
+    def verifying(self) -> AbstractContextManager[None]:
+        """Time a gpg verification for the `lers_verification_seconds` histogram."""
+        return self.metrics.verifying() if self.metrics is not None else nullcontext()
 
 
 async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
@@ -118,16 +125,19 @@ async def parse_safely(parse: Callable[..., T], *args: Any, **kwargs: Any) -> T 
 async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSigned | DetachedFile,
                         result: Evaluation) -> Refusal | None:
     if isinstance(structure, DetachedFile):
-        check = await ctx.pgp.verify_detached_signature(structure.data, structure.signature)
+        with ctx.verifying():
+            check = await ctx.pgp.verify_detached_signature(structure.data, structure.signature)
         signed_bytes = structure.data
         content: SignedContent | Refusal | None = SignedContent(text="", attachments=(ReceivedAttachment(
             structure.filename, _guess_type(structure.filename), structure.data),))
     elif isinstance(structure, PgpMimeSigned):
-        check = await ctx.pgp.verify_detached_signature(structure.signed_bytes, structure.signature)
+        with ctx.verifying():
+            check = await ctx.pgp.verify_detached_signature(structure.signed_bytes, structure.signature)
         signed_bytes = structure.signed_bytes
         content = await parse_safely(read_signed_content, signed_bytes) if check.ok else None
     else:
-        check, plaintext = await ctx.pgp.verify_clearsigned_text(structure.block)
+        with ctx.verifying():
+            check, plaintext = await ctx.pgp.verify_clearsigned_text(structure.block)
         signed_bytes = plaintext
         content = read_inline_content(plaintext)
     result.check = check
@@ -143,7 +153,8 @@ async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSign
 async def _check_encrypted(ctx: ChainContext, structure: PgpMimeEncrypted,
                            result: Evaluation) -> Refusal | None:
     """PGP/MIME encrypted to the gateway: the inside must itself be signed (RFC 3156 6.1 or 6.2)."""
-    check, plaintext = await ctx.pgp.decrypt_from_officer(structure.ciphertext)
+    with ctx.verifying():
+        check, plaintext = await ctx.pgp.decrypt_from_officer(structure.ciphertext)
     if plaintext is None:
         return Refusal("bad_structure", "the encrypted part cannot be decrypted with our key, "
                        "or decrypts to more than the size limit")

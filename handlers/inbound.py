@@ -7,12 +7,15 @@ anywhere leaves the job to run again from the start.
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import queue
 from gateway.config import Settings
 from gateway.documents import Document, prepare_documents
+from gateway.logs import set_ref
 from gateway.mime import ReceivedAttachment
 from gateway.models import Job, Message, Officer, Request
 from handlers.chain import ChainContext, Evaluation, evaluate
@@ -21,14 +24,22 @@ from handlers.form import read_request_form
 from handlers.intake import handle_new_request, refuse_form
 from handlers.notify import tell_chat_sender
 from handlers.refusals import quarantine
+from handlers.status import answer_status, status_query
 from handlers.threading import reply_threading
+
+log = logging.getLogger(__name__)
 
 
 async def route(session: AsyncSession, settings: Settings, message: Message, officer: Officer,
                 evaluation: Evaluation, documents: list[Document]) -> None:
-    """A follow-up if the signed content names one of the officer's requests, else a new request."""
+    """A STATUS query; a follow-up if the signed content names one of the officer's requests;
+    else a new request."""
     assert evaluation.content is not None
     content = evaluation.content
+    query = status_query(content.text)
+    if query is not None:
+        await answer_status(session, settings, message, officer, evaluation, query)
+        return
     too_much = attachment_problems(content.attachments, settings)
     if too_much:
         in_reply_to, references = reply_threading(message, content)
@@ -91,11 +102,17 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
                 await route(session, ctx.settings, message, officer, evaluation, documents)
             else:
                 await quarantine(session, ctx.settings, message, evaluation)
+            if message.request_id is not None:
+                request = await session.get(Request, message.request_id)
+                set_ref(request.ref if request is not None else None)
             if message.transport == "chat":
                 await _answer_in_chat(session, message)
             queue.mark_done(session, fresh_job)
+            state, reason = message.state, message.reason
     except IntegrityError as exc:
         raise RetryJob("a copy of this signed message was processed at the same time") from exc
+    log.info(f"inbound message {state}", extra={"message_id": job.message_id, "transport": transport,
+                                                "reason": reason})
 
 
 async def _answer_in_chat(session: AsyncSession, message: Message) -> None:
@@ -103,7 +120,10 @@ async def _answer_in_chat(session: AsyncSession, message: Message) -> None:
     telegram_id = int((message.peer or "telegram:0").partition(":")[2] or 0)
     if not telegram_id:
         return
-    if message.state == "accepted" and message.request_id is not None:
+    if message.state == "accepted" and message.request_id is None:  # a STATUS query
+        text = ("Received and verified. The answer was sent to your registered email address, "
+                "signed and encrypted.")
+    elif message.state == "accepted" and message.request_id is not None:
         request = await session.get(Request, message.request_id)
         assert request is not None
         text = (f"Received and verified: {request.ref}, now {request.status.replace('_', ' ')}. "

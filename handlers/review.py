@@ -387,4 +387,5 @@ HELP = """Commands (REF is a reference like LERS-2026-000123):
 /note REF text — internal note, never sent
 /assign REF [name] — assign to a reviewer (default: yourself)
 /mine — requests assigned to you
+/stats — figures for the last 30 days, and the queue's age
 /help — this list"""

@@ -23,6 +23,7 @@ from email.message import Message as EmailMessage
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -138,6 +139,7 @@ class Harness:
     gateway: Gateway
     sink: SinkHandler
     ring: OfficerKeyring
+    sink_server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
@@ -157,6 +159,13 @@ class Harness:
             except aiosmtplib.SMTPResponseException as refused:
                 return refused.code, refused.message
         return response.code, response.message
+
+    async def http_get(self, path: str) -> tuple[int, str]:
+        """GET the operators' health/metrics endpoint over real HTTP: (status, body)."""
+        assert self.gateway.health is not None and self.gateway.health.port is not None
+        url = f"http://127.0.0.1:{self.gateway.health.port}{path}"
+        async with aiohttp.ClientSession() as client, client.get(url) as response:
+            return response.status, await response.text()
 
     async def enrol(self, key: TestKey, agency: str = AGENCY) -> None:
         async with self.core.db.transaction() as session:
@@ -289,6 +298,8 @@ class GatewayRunner:
             "outbound.port": str(sink_port),
             "outbound.first_retry_seconds": "0.2",
             "worker.poll_seconds": "0.05",
+            "health.enabled": "true",
+            "health.listen": "127.0.0.1:0",  # a free port; Harness.http_get finds it
         }
         url = self.database_url()
         if url:
@@ -310,7 +321,7 @@ class GatewayRunner:
             raise
         # officers hold the gateway's public key, to check the signatures on its replies
         self.ring.import_key((await core.pgp.export_gateway_public_key()).encode())
-        harness = Harness(settings, core, gateway, sink, self.ring)
+        harness = Harness(settings, core, gateway, sink, self.ring, sink_server)
         self.running.append((harness, sink_server, data_dir))
         return harness
 

@@ -4,6 +4,7 @@ SMTP. Tests inject what reviewers type and assert on what the bot sent them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -286,3 +287,94 @@ async def test_a_rejected_token_is_reported_without_the_token(api: FakeBotApi,
         await make_gateway(**{"telegram.enabled": "true", "telegram.token": wrong,
                               "telegram.base_url": api.base_url, "telegram.base_file_url": api.base_file_url})
     assert "telegram.token was rejected" in str(refused.value) and wrong not in str(refused.value)
+
+
+async def test_stats_give_the_last_30_days_and_the_queue(
+        chat_gateway: Harness, api: FakeBotApi, alice: TestKey) -> None:
+    from datetime import timedelta
+    from statistics import median
+
+    from sqlalchemy import select
+
+    from gateway.clock import utcnow
+    from gateway.models import Officer, Request
+
+    now = utcnow()
+    # type, status, emergency, arrived hours ago, decided after hours, deadline in hours
+    seeds = [
+        ("subpoena", "approved", False, 72, 10.0, None),
+        ("subpoena", "rejected", False, 120, 30.0, None),
+        ("preservation", "partially_approved", False, 240, 4.0, None),
+        ("emergency_disclosure", "approved", True, 48, 1.0, None),
+        ("emergency_disclosure", "received", True, 5, None, -1),
+        ("court_order", "under_review", False, 480, None, 100),
+        ("court_order", "awaiting_info", False, 600, None, -24),
+        ("mlat", "received", False, 24 * 45, None, -300),  # before the window, still open
+        ("subpoena", "approved", False, 24 * 40, 5.0, None),  # before the window, decided
+    ]
+    async with chat_gateway.core.db.transaction() as session:
+        officer = await session.scalar(select(Officer).where(Officer.email == alice.email))
+        assert officer is not None
+        for number, (kind, status, emergency, age, decided, deadline) in enumerate(seeds, 1):
+            created = now - timedelta(hours=age)
+            session.add(Request(
+                ref=f"LERS-2026-{number:06d}", type=kind, status=status, emergency=emergency,
+                officer_id=officer.id, agency_id=officer.agency_id, thread_message_id="",
+                created_at=created, decided_at=created + timedelta(hours=decided) if decided else None,
+                deadline=now + timedelta(hours=deadline) if deadline is not None else None))
+
+    recent = [s for s in seeds if s[3] <= 24 * 30]
+    open_states = {"received", "under_review", "awaiting_info"}
+    label = {"approved": "approved", "partially_approved": "partially approved", "rejected": "rejected"}
+
+    def outcomes(rows: list[tuple]) -> str:  # type: ignore[type-arg]
+        counts = {name: sum(1 for r in rows if label.get(r[1], "open" if r[1] in open_states else "")
+                            == name) for name in ("approved", "partially approved", "rejected", "open")}
+        return ", ".join(f"{name} {n}" for name, n in counts.items() if n)
+
+    types = sorted({s[0] for s in recent})
+    emergencies = [s for s in recent if s[2]]
+    decided = [s[4] for s in recent if s[4] is not None]
+    open_now = [s for s in seeds if s[1] in open_states]
+    text = (await say(api, RITA, "/stats")).params["text"]
+    lines = text.splitlines()
+    assert f"Requests received: {len(recent)}" in lines
+    assert "By type: " + ", ".join(f"{t} {sum(1 for s in recent if s[0] == t)}" for t in types) in lines
+    assert f"Outcomes: {outcomes(recent)}" in lines
+    assert f"Emergencies: {len(emergencies)} ({outcomes(emergencies)})" in lines
+    assert f"Median time to decision: {median(decided):.1f} h ({len(decided)} decided)" in lines
+    assert f"Open: {len(open_now)}" in lines
+    oldest = lines[lines.index(f"Open: {len(open_now)}") + 1]
+    assert oldest.startswith("Oldest open: LERS-2026-000008, 45d old")
+    assert f"Overdue: {sum(1 for s in open_now if s[5] is not None and s[5] < 0)}" in lines
+    # the same figures, written out, so that a slip in both computations would still show
+    assert "Outcomes: approved 2, partially approved 1, rejected 1, open 3" in lines
+    assert "Median time to decision: 7.0 h (4 decided)" in lines and "Overdue: 3" in lines
+
+
+async def test_healthz_reports_the_bot_api_answering_then_gone(
+        chat_gateway: Harness, api: FakeBotApi) -> None:
+    import json
+    from datetime import timedelta
+
+    from gateway import clock
+
+    assert (await say(api, RITA, "/queue")).params["text"] == "The queue is empty."  # polling works
+    status, body = await chat_gateway.http_get("/healthz")
+    assert status == 200, body
+    assert json.loads(body)["checks"]["telegram"]["detail"].startswith("the Bot API answered")
+    await api.stop()  # Telegram unreachable from now on
+    pulse = chat_gateway.gateway.chat.pulse  # type: ignore[union-attr]
+    for _ in range(200):  # until the poller's next call has failed (a poll answered at the stop
+        if pulse.last_error is not None:  # may still be landing)
+            break
+        await asyncio.sleep(0.05)
+    assert pulse.last_error == "NetworkError"
+    clock.set_offset(timedelta(seconds=chat_gateway.settings.telegram.poll_timeout_seconds + 61))
+    try:
+        status, body = await chat_gateway.http_get("/healthz")
+    finally:
+        clock.set_offset(timedelta(0))
+    report = json.loads(body)
+    assert status == 503 and report["failing"] == ["telegram"], body
+    assert report["checks"]["telegram"]["detail"].startswith("the Bot API last answered")

@@ -33,6 +33,10 @@ def test_environment_and_cli_overrides_in_that_order() -> None:
     ({"storage.url": "mysql://x"}, "storage.url: must start with sqlite+aiosqlite://"),
     ({"worker.gpg_threads": "0"}, "worker.gpg_threads: must be greater than 0"),
     ({"policy.allow_inline_pgp": "maybe"}, "policy.allow_inline_pgp: must be true or false"),
+    ({"health.listen": "0.0.0.0:9425"}, "health.listen: 0.0.0.0 is not a loopback address"),
+    ({"health.listen": "[2001:db8::1]:9425"}, "health.listen: 2001:db8::1 is not a loopback address"),
+    ({"health.listen": "9425"}, "health.listen: must be HOST:PORT"),
+    ({"health.listen": "metrics.internal:9425"}, "health.listen: 'metrics.internal' is not an IP"),
 ])
 def test_bad_values_are_named(overrides: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
@@ -44,3 +48,10 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('[telegram]\nenabled = true\ntoken_file = "token"\n')
     settings = load_settings(tmp_path / "config.toml", environ={})
     assert settings.telegram_token() == "123:abc"
+
+
+def test_the_health_endpoint_opens_beyond_loopback_only_when_asked() -> None:
+    settings = load_settings(None, {"health.listen": "0.0.0.0:9425", "health.allow_non_loopback": "true"},
+                             environ={})
+    assert settings.health.host_port == ("0.0.0.0", 9425)
+    assert load_settings(None, {"health.listen": "[::1]:9425"}, environ={}).health.host_port == ("::1", 9425)

@@ -1,0 +1,36 @@
+"""The gateway's JSON logs: every line written while a request's work runs names the request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.conftest import Harness, production_logs
+from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
+from tests.support.officer_keys import TestKey
+
+
+def lines(buffer: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+async def test_each_request_s_log_lines_carry_its_reference(gateway: Harness, alice: TestKey,
+                                                           bob: TestKey) -> None:
+    with production_logs() as buffer:
+        for officer, case in ((alice, "2026-PR-0101"), (bob, "2026-PR-0102")):
+            await gateway.send(signed_request_mail(gateway.ring, officer, from_addr=officer.email,
+                                                   body=request_body(type="preservation", case_number=case)))
+        await gateway.send(unsigned_mail(from_addr="nobody@elsewhere.test", body="hello"))
+        await gateway.settle()
+    logged = lines(buffer)
+    refs = {r["case_number"]: r["ref"] for r in await gateway.requests()}
+    assert sorted(refs) == ["2026-PR-0101", "2026-PR-0102"]
+    for ref in refs.values():
+        mine = [entry for entry in logged if entry.get("ref") == ref]
+        assert [e["msg"] for e in mine if e["logger"] == "handlers.inbound"] == ["inbound message accepted"]
+        assert [e["msg"] for e in mine if e["logger"] == "gateway.outbox"] == ["reply sent"]
+    refused = [e for e in logged if e["msg"] == "inbound message quarantined"]
+    assert len(refused) == 1 and "ref" not in refused[0] and refused[0]["reason"] == "not_signed"
+    # lines with no request behind them name none (and never a stale one)
+    assert all("ref" not in e for e in logged if e["msg"] in ("message stored", "gateway started"))
+    assert set(e["ref"] for e in logged if "ref" in e) == set(refs.values())
