@@ -297,7 +297,7 @@ async def test_stats_give_the_last_30_days_and_the_queue(
     from sqlalchemy import select
 
     from gateway.clock import utcnow
-    from gateway.models import Officer, Request
+    from gateway.models import Officer, Request, Review, Reviewer
 
     now = utcnow()
     # type, status, emergency, arrived hours ago, decided after hours, deadline in hours
@@ -314,14 +314,20 @@ async def test_stats_give_the_last_30_days_and_the_queue(
     ]
     async with chat_gateway.core.db.transaction() as session:
         officer = await session.scalar(select(Officer).where(Officer.email == alice.email))
-        assert officer is not None
+        anna = await session.scalar(select(Reviewer).where(Reviewer.telegram_id == ANNA))
+        assert officer is not None and anna is not None
         for number, (kind, status, emergency, age, decided, deadline) in enumerate(seeds, 1):
             created = now - timedelta(hours=age)
-            session.add(Request(
+            request = Request(
                 ref=f"LERS-2026-{number:06d}", type=kind, status=status, emergency=emergency,
                 officer_id=officer.id, agency_id=officer.agency_id, thread_message_id="",
                 created_at=created, decided_at=created + timedelta(hours=decided) if decided else None,
-                deadline=now + timedelta(hours=deadline) if deadline is not None else None))
+                deadline=now + timedelta(hours=deadline) if deadline is not None else None)
+            session.add(request)
+            if decided:  # the decision is a reviewer's act, as in real use
+                await session.flush()
+                action = {"approved": "approve", "partially_approved": "partial", "rejected": "reject"}
+                session.add(Review(request_id=request.id, reviewer_id=anna.id, action=action[status]))
 
     recent = [s for s in seeds if s[3] <= 24 * 30]
     open_states = {"received", "under_review", "awaiting_info"}
