@@ -29,12 +29,14 @@ from gateway.health import (
 )
 from gateway.imap import ImapPoller
 from gateway.leases import Duty
+from gateway.logs import never_log
 from gateway.metrics import ProcessMetrics
 from gateway.models import Job
 from gateway.outbox import OutboxSender, release_sending
 from gateway.pgp import OpenPGP
 from gateway.scheduler import Scheduler
 from gateway.smtp import SmtpIngress, smtp_factory
+from gateway.vault import load_vault
 from gateway.worker import JobHandler, Worker
 from handlers.chain import ChainContext
 from handlers.inbound import process_inbound
@@ -79,6 +81,7 @@ async def open_core(settings: Settings, check_schema: bool = True) -> Core:
     An existing database must already be at this code's schema (`lers db upgrade` migrates it);
     `check_schema=False` is for the commands that inspect or migrate the schema itself.
     """
+    never_log(*settings.secrets())
     for directory in (settings.data_dir, settings.gnupg_home):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_private(settings.data_dir, settings.gnupg_home, settings.data_dir / "lers.db")
@@ -97,6 +100,13 @@ async def open_core(settings: Settings, check_schema: bool = True) -> Core:
                   max_plaintext_bytes=4 * settings.smtp.max_message_bytes)
     fingerprint, created = await pgp.ensure_gateway_key(settings.gateway.address,
                                                         settings.gateway.name)
+    if check_schema:  # the data keys live in the database: not for the commands that migrate it
+        try:
+            db.vault = await load_vault(db, pgp, settings.storage.encryption_key.upper() or fingerprint)
+        except BaseException:
+            await db.dispose()
+            await asyncio.to_thread(pgp.close)
+            raise
     return Core(settings, db, pgp, fingerprint, created)
 
 

@@ -31,6 +31,21 @@ def entry_hash(prev_hash: str, at: str, actor: str, action: str, subject: str | 
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def digest(value: object) -> str:
+    """What the audit keeps of personal data (a note, a scope): its SHA-256, which binds the
+    sealed original without revealing it."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def scope_summary(scope: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A scope for the audit: categories and dates as they are, subjects only counted."""
+    if scope is None:
+        return None
+    return {"categories": scope["categories"], "subjects": len(scope["subjects"]),
+            "date_from": scope["date_from"], "date_to": scope["date_to"], "sha256": digest(scope)}
+
+
 async def record(session: AsyncSession, actor: str, action: str, subject: str | None = None,
                  **details: Any) -> AuditEntry:
     """Append one entry; `actor` is who acted (`officer:<fpr>`, `reviewer:<id>`, `system`...)."""

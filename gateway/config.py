@@ -7,6 +7,7 @@ so an operator can fix a typo without reading code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -15,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 
 class ConfigError(Exception):
@@ -62,6 +66,9 @@ class OutboundSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     url: str = ""
+    # the OpenPGP key whose secret part unlocks what the database holds sealed; empty: the
+    # gateway's own key (see the README's security section)
+    encryption_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,18 @@ class Settings:
 
     def telegram_token(self) -> str:
         return self._secret("telegram.token_file", self.telegram.token_file, self.telegram.token)
+
+    def secrets(self) -> list[str]:
+        """Every password and token this configuration holds, for the logs to leave out."""
+        found = [self.outbound_password(), *(self.imap_password(a) for a in self.imap)]
+        if self.telegram.enabled:
+            found.append(self.telegram_token())
+        for url in (self.storage.url, self.data_source.url):
+            with contextlib.suppress(ArgumentError, ValueError):
+                password = make_url(url).password if url else None
+                if password:
+                    found.append(str(password))
+        return [s for s in found if s]
 
     def _secret(self, key: str, file: str, inline: str) -> str:
         if file:

@@ -21,6 +21,8 @@ from sqlalchemy import Connection, event, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from gateway.vault import ACTIVE_VAULT, Vault
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -44,6 +46,7 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.vault: Vault | None = None  # set by open_core once gpg has unwrapped the data keys
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the Alembic migrations (the only way the schema is created or changed)."""
@@ -77,8 +80,12 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on any error."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        token = ACTIVE_VAULT.set(self.vault)  # sealed columns seal and open with this database's keys
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        finally:
+            ACTIVE_VAULT.reset(token)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, select, text
 
 from gateway.db import Database, SchemaError
 from gateway.models import Base
+from gateway.vault import ACTIVE_VAULT
 
 BATCH = 500
 
@@ -23,6 +24,7 @@ async def copy_database(source_url: str, target_url: str,
     """Copy every row; returns rows copied per table. `total` is told the number of rows to copy
     before the copy starts, `progress` the table and the number of rows of each batch copied."""
     source, target = Database(source_url), Database(target_url)
+    token = ACTIVE_VAULT.set(None)  # sealed values are copied as they are, never opened
     try:
         await source.ensure_schema()
         current, head, tables = await target.schema_state()
@@ -46,6 +48,7 @@ async def copy_database(source_url: str, target_url: str,
             await _reset_sequences(target)
         return copied
     finally:
+        ACTIVE_VAULT.reset(token)
         await source.dispose()
         await target.dispose()
 

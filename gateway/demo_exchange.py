@@ -4,6 +4,7 @@ README's walk-through and the tests rely on (account 42 is the README's example 
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,9 @@ DAYS = 520  # up to early November 2026
 def create_demo_exchange(path: Path, users: int = 120, seed: int = 2026) -> None:
     """Write the demo database at `path` (replacing nothing: the caller checks it is absent)."""
     rng = random.Random(seed)
-    tmp = path.with_suffix(".tmp")
+    # a name of its own: several gateway processes sharing a data dir may start at once; the
+    # content is the same whoever wins the rename
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     connection = sqlite3.connect(tmp)
     try:

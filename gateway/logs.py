@@ -45,8 +45,30 @@ def current_ref() -> str | None:
     return cell[0] if cell is not None else None
 
 
+_secrets: set[str] = set()
+
+
+def never_log(*secrets: str) -> None:
+    """Secrets of this process (tokens, passwords): every log line is cleaned of them, whatever
+    logged it (a library may log a URL with the Telegram token in its path)."""
+    _secrets.update(s for s in secrets if len(s) >= 4)
+
+
+def redact(line: str) -> str:
+    for secret in _secrets:
+        if secret in line:
+            line = line.replace(secret, "[redacted]")
+        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+        if escaped != secret and escaped in line:
+            line = line.replace(escaped, "[redacted]")
+    return line
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        return redact(self._format(record))
+
+    def _format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),

@@ -13,7 +13,6 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
-    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -22,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from gateway.clock import utcnow
+from gateway.vault import SealedBytes, SealedJSON, SealedText
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -93,16 +93,16 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(10))  # inbound | outbound
     transport: Mapped[str] = mapped_column(String(20))  # smtp | imap | chat | cli
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    raw: Mapped[bytes] = mapped_column(SealedBytes("messages.raw"))
     size: Mapped[int] = mapped_column(Integer)
     header_message_id: Mapped[str | None] = mapped_column(String(998))
     peer: Mapped[str | None] = mapped_column(String(200))
     envelope_from: Mapped[str | None] = mapped_column(String(320))
-    envelope_to: Mapped[list[Any]] = mapped_column(default=list)
+    envelope_to: Mapped[list[Any]] = mapped_column(SealedJSON("messages.envelope_to"), default=list)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     state: Mapped[str] = mapped_column(String(20), default="received")
     reason: Mapped[str | None] = mapped_column(String(64))
-    reason_detail: Mapped[str | None] = mapped_column(Text)
+    reason_detail: Mapped[str | None] = mapped_column(SealedText("messages.reason_detail"))
     signer_fingerprint: Mapped[str | None] = mapped_column(String(64))
     # signer + signature time + digest of the signed bytes: the same signed content seen twice.
     replay_key: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -135,11 +135,12 @@ class Request(Base):
     date_to: Mapped[date | None] = mapped_column(Date)
     nondisclosure_until: Mapped[date | None] = mapped_column(Date)
     nondisclosure_indefinite: Mapped[bool] = mapped_column(Boolean, default=False)
-    emergency_justification: Mapped[str | None] = mapped_column(Text)
+    emergency_justification: Mapped[str | None] = mapped_column(
+        SealedText("requests.emergency_justification"))
     supervisor: Mapped[str | None] = mapped_column(Text)
     investigation_status: Mapped[str | None] = mapped_column(Text)
     missing_fields: Mapped[list[Any]] = mapped_column(default=list)
-    body_text: Mapped[str | None] = mapped_column(Text)
+    body_text: Mapped[str | None] = mapped_column(SealedText("requests.body_text"))
     officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"))
     agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
     thread_message_id: Mapped[str] = mapped_column(String(998))
@@ -180,9 +181,9 @@ class Review(Base):
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id"))
     action: Mapped[str] = mapped_column(String(20))
-    text: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(SealedText("reviews.text"))
     # for approvals: what may be disclosed (categories, subjects, dates); see handlers/scope.py
-    scope: Mapped[dict[str, Any] | None]
+    scope: Mapped[dict[str, Any] | None] = mapped_column(SealedJSON("reviews.scope"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     reviewer: Mapped[Reviewer] = relationship(lazy="joined")
 
@@ -192,7 +193,7 @@ class RequestSubject(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
     type: Mapped[str] = mapped_column(String(30))
-    value: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(SealedText("request_subjects.value"))
 
 
 class Attachment(Base):
@@ -200,13 +201,13 @@ class Attachment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
-    original_filename: Mapped[str | None] = mapped_column(Text)
+    original_filename: Mapped[str | None] = mapped_column(SealedText("attachments.original_filename"))
     stored_name: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-    extracted_text: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[bytes] = mapped_column(SealedBytes("attachments.data"))
+    extracted_text: Mapped[str | None] = mapped_column(SealedText("attachments.extracted_text"))
     extraction_error: Mapped[str | None] = mapped_column(Text)
 
 
@@ -217,7 +218,7 @@ class Job(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
-    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(SealedJSON("jobs.payload"), default=dict)
     state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_after: Mapped[datetime] = mapped_column(default=utcnow)
@@ -236,15 +237,15 @@ class Outbox(Base):
     kind: Mapped[str] = mapped_column(String(40))
     request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
     in_reply_to_message: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
-    recipient: Mapped[str] = mapped_column(String(320))
+    recipient: Mapped[str] = mapped_column(SealedText("outbox.recipient"))
     recipient_fingerprint: Mapped[str | None] = mapped_column(String(64))
     sender: Mapped[str] = mapped_column(String(320))
     header_message_id: Mapped[str] = mapped_column(String(998), unique=True)
     subject: Mapped[str] = mapped_column(Text)
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[list[Any]] = mapped_column(default=list)
-    content: Mapped[bytes] = mapped_column(LargeBinary)  # the inner MIME entity, before encryption
-    sent_raw: Mapped[bytes | None] = mapped_column(LargeBinary)  # exactly what the smarthost got
+    content: Mapped[bytes] = mapped_column(SealedBytes("outbox.content"))  # the inner MIME entity
+    sent_raw: Mapped[bytes | None] = mapped_column(SealedBytes("outbox.sent_raw"))  # what the smarthost got
     state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -298,8 +299,8 @@ class Production(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
     outcome: Mapped[str] = mapped_column(String(20))  # data | no_data
-    scope: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    scope: Mapped[dict[str, Any]] = mapped_column(SealedJSON("productions.scope"))
+    manifest: Mapped[dict[str, Any]] = mapped_column(SealedJSON("productions.manifest"))
     manifest_signature: Mapped[str] = mapped_column(Text)
     zip_sha256: Mapped[str] = mapped_column(String(64))
     zip_bytes: Mapped[int] = mapped_column(Integer)
@@ -316,7 +317,7 @@ class Hold(Base):
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
     kind: Mapped[str] = mapped_column(String(20))  # preservation | freeze
     state: Mapped[str] = mapped_column(String(20), default="active")  # active | expired | released
-    subjects: Mapped[list[Any]] = mapped_column(default=list)
+    subjects: Mapped[list[Any]] = mapped_column(SealedJSON("holds.subjects"), default=list)
     starts_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     extensions: Mapped[int] = mapped_column(Integer, default=0)
@@ -331,9 +332,9 @@ class Notice(Base):
     __tablename__ = "notices"
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
-    email: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str] = mapped_column(SealedText("notices.email"))
     subject_type: Mapped[str] = mapped_column(String(30))
-    subject_value: Mapped[str] = mapped_column(Text)
+    subject_value: Mapped[str] = mapped_column(SealedText("notices.subject_value"))
     language: Mapped[str] = mapped_column(String(10))
     decision: Mapped[str] = mapped_column(String(30))  # approve | partial | reject
     state: Mapped[str] = mapped_column(String(20), default="held", index=True)  # held|sent|cancelled
@@ -353,3 +354,13 @@ class ScheduleMark(Base):
     __tablename__ = "schedule_marks"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     last_at: Mapped[datetime]
+
+
+class VaultKey(Base):
+    """A data key of the vault (gateway/vault.py), stored only wrapped by OpenPGP to the storage key."""
+
+    __tablename__ = "vault_keys"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # hex of the key id
+    storage_fingerprint: Mapped[str] = mapped_column(String(64))
+    wrapped: Mapped[str] = mapped_column(Text)  # armored OpenPGP message
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

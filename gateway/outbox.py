@@ -248,8 +248,9 @@ class OutboxSender:
                 envelope_from=row.sender, envelope_to=[row.recipient], state="sent",
                 request_id=row.request_id,
             ))
+            # a user's address stays out of the audit log: the notice's id says who
             await audit.record(session, "system", "outbox.sent", f"outbox:{row.id}",
-                               kind=row.kind, recipient=row.recipient,
+                               kind=row.kind, recipient=row.recipient if row.kind != NOTICE_KIND else None,
                                message_id=row.header_message_id, request_id=row.request_id)
         log.info("reply sent", extra={"outbox_id": row.id, "kind": row.kind})
         return 1

@@ -266,6 +266,30 @@ class OpenPGP:
         signed = any(k in SIGNATURE_RESULTS or k == "NEWSIG" for k, _ in result.lines)
         return (judge_status_lines(result.lines) if signed else None), data
 
+    # --- the vault's data keys ----------------------------------------------------------------
+
+    async def wrap_data_key(self, key: bytes, storage_fingerprint: str) -> str:
+        """Encrypt a vault data key to the storage key (armored), for the database."""
+        return await self._run(self._wrap_data_key, key, storage_fingerprint)
+
+    def _wrap_data_key(self, key: bytes, storage_fingerprint: str) -> str:
+        result = self._gpg.encrypt(key, [storage_fingerprint], armor=True, always_trust=True)
+        if not result.ok:
+            raise OpenPGPError(f"could not encrypt the data key to the storage key {storage_fingerprint}: "
+                               f"{result.status}")
+        return str(result)
+
+    async def unwrap_data_key(self, wrapped: str) -> bytes:
+        """Decrypt a vault data key; needs the storage key's secret part in this keyring."""
+        return await self._run(self._unwrap_data_key, wrapped)
+
+    def _unwrap_data_key(self, wrapped: str) -> bytes:
+        result = self._gpg.decrypt(wrapped)
+        if not result.ok or len(result.data) != 32:
+            raise OpenPGPError("could not decrypt a data key of the database: the storage key's secret "
+                               "part is not in this keyring (see [storage] encryption_key)")
+        return bytes(result.data)
+
     # --- evidence --------------------------------------------------------------------------
 
     async def sign_evidence(self, data: bytes) -> bytes:

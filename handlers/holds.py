@@ -43,7 +43,7 @@ async def start_hold(session: AsyncSession, settings: Settings, request: Request
     if kind == "preservation":
         request.status = "preserved"
     await audit.record(session, "system", f"{kind}.started", request.ref,
-                       expires_at=hold.expires_at.isoformat(), subjects=scope["subjects"])
+                       expires_at=hold.expires_at.isoformat(), subjects=len(scope["subjects"]))
     return hold
 
 

@@ -92,7 +92,7 @@ async def refuse_form(session: AsyncSession, settings: Settings, message: Messag
     message.reason = "invalid_request_form"
     message.reason_detail = "; ".join(problems)[:4000]
     await audit.record(session, f"officer:{officer.key_fingerprint}", "inbound.refused",
-                       f"message:{message.id}", reason="invalid_request_form", problems=problems)
+                       f"message:{message.id}", reason="invalid_request_form", problems=len(problems))
     queue_reply(session, settings, kind="form_refused", recipient=officer.email,
                 recipient_fingerprint=officer.key_fingerprint,
                 subject="Your request could not be accepted",

@@ -103,8 +103,10 @@ async def produce(ctx: ProductionContext, job: Job) -> None:
             request.status = "fulfilled"
             await audit.record(session, "system", "production.sent", request.ref,
                                zip_sha256=manifest["zip"]["sha256"], zip_bytes=len(archive),
-                               parts=len(chunks), files=manifest["files"], scope=scope,
-                               accounts=collected.accounts, review_id=job.payload["review_id"])
+                               parts=len(chunks), files=manifest["files"], scope=audit.scope_summary(scope),
+                               manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+                               accounts=sum(len(s["accounts"]) for s in collected.accounts),
+                               review_id=job.payload["review_id"])
         queue.mark_done(session, fresh_job)
 
 

@@ -180,7 +180,8 @@ async def add_note(ctx: ReviewContext, reviewer: Reviewer, ref: str, text: str) 
     async with ctx.db.transaction() as session:
         request = await _request(session, ref)
         session.add(Review(request_id=request.id, reviewer_id=reviewer.id, action="note", text=text))
-        await audit.record(session, actor(reviewer), "review.note", request.ref, text=text)
+        await audit.record(session, actor(reviewer), "review.note", request.ref,
+                           text_sha256=audit.digest(text))
     return ChatReply(f"Note added to {request.ref} (internal, never sent to the officer).")
 
 
@@ -234,7 +235,8 @@ async def ask(ctx: ReviewContext, reviewer: Reviewer, ref: str, question: str) -
         _write_to_officer(session, ctx.settings, request, "question",
                           f"[{request.ref}] Question about your request",
                           render("question", ref=request.ref, question=question.strip()))
-        await audit.record(session, actor(reviewer), "review.ask", request.ref, question=question,
+        await audit.record(session, actor(reviewer), "review.ask", request.ref,
+                           question_sha256=audit.digest(question),
                            status=request.status)
     return ChatReply(f"Question sent to {request.officer.email}; {request.ref} waits for the answer.")
 
@@ -271,7 +273,7 @@ async def decide(ctx: ReviewContext, reviewer: Reviewer, ref: str, decision: str
                 if request.status == "received":
                     request.status = "under_review"
                 await audit.record(session, actor(reviewer), f"review.{decision}.first", request.ref,
-                                   text=text, scope=scope)
+                                   text_sha256=audit.digest(text), scope=audit.scope_summary(scope))
                 return ChatReply(f"First approval of {request.ref} recorded"
                                  f"{' (' + describe(scope) + ')' if decision == 'partial' and scope else ''}."
                                  f" A second approver must approve it (four-eyes rule for {request.type}).")
@@ -292,8 +294,9 @@ async def decide(ctx: ReviewContext, reviewer: Reviewer, ref: str, decision: str
         _write_to_officer(session, ctx.settings, request, f"decision_{decision}",
                           f"[{request.ref}] Request {label}", body)
         enqueue_notices(session, request, decision)
-        await audit.record(session, actor(reviewer), f"review.{decision}", request.ref, text=text,
-                           status=request.status, scope=scope)
+        await audit.record(session, actor(reviewer), f"review.{decision}", request.ref,
+                           text_sha256=audit.digest(text), status=request.status,
+                           scope=audit.scope_summary(scope))
     return ChatReply(f"{request.ref} {label}; the officer is told by signed, encrypted email."
                      + (f"\nScope: {describe(scope)}" if scope else ""))
 

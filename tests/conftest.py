@@ -8,6 +8,7 @@ tests decrypt them with the officers' keys exactly as an officer's mail client w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import io
@@ -31,12 +32,13 @@ from sqlalchemy import func, select
 
 from gateway.app import Core, Gateway, open_core
 from gateway.config import Settings, load_settings
-from gateway.logs import setup_logging
+from gateway.logs import JsonFormatter, setup_logging
 from gateway.models import Job, Message, Outbox
 from gateway.records import list_quarantine, list_requests
 from handlers.enrolment import add_agency, add_officer
 from tests.support.officer_keys import OfficerKeyring, TestKey
 from tests.support.postgres import PostgresCluster, PostgresUnavailable
+from tests.support.secrets import SECRETS
 
 GATEWAY_ADDRESS = "lers@gateway.test"
 AGENCY = "Test Police"
@@ -70,6 +72,35 @@ def database_urls() -> Iterator[Callable[[], str | None]]:
     cluster.start()
     yield cluster.new_database
     cluster.stop()
+
+
+class _EveryLogLine(logging.Handler):
+    """Every line the gateway logs in this test process, formatted as in production (JSON)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log() -> Iterator[None]:
+    """At the end of the run: no registered secret appears in any log line of any test."""
+    root = logging.getLogger()
+    handler, saved_level = _EveryLogLine(), root.level
+    root.addHandler(handler)
+    root.setLevel(min(saved_level, logging.INFO))
+    yield
+    root.removeHandler(handler)
+    root.setLevel(saved_level)
+    assert handler.lines, "no log line was captured: the check would prove nothing"
+    leaked = sorted({s for s in SECRETS for line in handler.lines if s in line})
+    if leaked:
+        pytest.fail(f"{len(leaked)} secret(s) appear in the logs of this run", pytrace=False)
 
 
 @contextmanager

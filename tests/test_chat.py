@@ -13,9 +13,10 @@ from handlers.enrolment import add_reviewer
 from tests.conftest import GatewayFactory, Harness, production_logs
 from tests.support.mail_factory import Attachment, pdf_bytes, request_body, signed_request_mail
 from tests.support.officer_keys import TestKey
+from tests.support.secrets import secret
 from tests.support.telegram_stub import FakeBotApi, SentCall
 
-TOKEN = "424242:lers-test-token"
+TOKEN = secret("424242:lers-test-token")
 RITA, ANNA, BERT, STRANGER = 1001, 1002, 1003, 6666
 GROUP = -100500
 

@@ -201,6 +201,8 @@ def test_backup_and_restore_round_trip(workdir: Path, alice: TestKey) -> None:
                                    str(wrong)), "gpg failed")
         restored = lers(elsewhere, "restore", str(workdir / "lers.backup"), "--passphrase-file", str(secret))
         assert restored.returncode == 0, restored.stderr
+        for output in (made, restored):  # the passphrase never shows, whatever goes wrong
+            assert "battery staple" not in output.stdout + output.stderr
         assert "audit chain OK: 2 entries" in restored.stdout  # the agency and the officer
         assert lers(elsewhere, "init").stdout.split()[-1] == fingerprint  # the same gateway key
         assert "audit chain OK" in lers(elsewhere, "audit", "verify").stdout

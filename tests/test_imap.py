@@ -24,6 +24,7 @@ from gateway.config import ImapAccount, Settings
 from gateway.db import Database
 from gateway.imap import KEYWORD, ImapPoller, imap_status
 from gateway.models import ImapState, Job, Message
+from gateway.vault import Vault, new_data_key
 from tests.conftest import GatewayFactory, short_tempdir
 from tests.support.dovecot import Dovecot, dovecot_binary, make_certificate
 from tests.support.mail_factory import Attachment, pdf_bytes, request_body, signed_request_mail
@@ -49,6 +50,8 @@ async def db(database_urls: Callable[[], str | None]) -> AsyncIterator[Database]
     root = short_tempdir("lers-imap-")
     database = Database(database_urls() or f"sqlite+aiosqlite:///{root}/lers.db")
     await database.ensure_schema()
+    key_id, key = new_data_key()  # what open_core would unwrap with gpg
+    database.vault = Vault({key_id: key}, key_id)
     yield database
     await database.dispose()
     shutil.rmtree(root, ignore_errors=True)

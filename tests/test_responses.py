@@ -151,6 +151,8 @@ async def test_full_run_from_signed_request_to_a_verifiable_encrypted_production
     assert sent is not None and sent.subject == ref
     assert sent.details["zip_sha256"] == manifest["zip"]["sha256"]
     assert sent.details["scope"]["categories"] == ["subscriber_information", "login_ip_addresses"]
+    assert sent.details["scope"]["subjects"] == 2  # counted: the identifiers stay sealed
+    assert sent.details["manifest_sha256"] == hashlib.sha256(files["manifest.json"]).hexdigest()
 
 
 async def test_partial_approval_excludes_a_subject_and_a_category(

@@ -231,6 +231,7 @@ async def test_db_copy_round_trip_sqlite_to_postgresql_and_back(
         assert backward == forward
         for url in (postgres_url, back_url):
             db = Database(url)
+            db.vault = harness.core.db.vault  # the copy holds the same (wrapped) data keys
             async with db.transaction() as session:
                 assert (await verify_chain(session)).ok
             assert await list_requests(db) == before

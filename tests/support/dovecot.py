@@ -31,10 +31,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.certificates import make_certificate
+from tests.support.secrets import secret
 
 DOVECOT_PACKAGE = "dovecot-imapd"
 USER = "lers-mailbox"
-PASSWORD = "s3cret pass\"word"  # a space and a quote: the client must quote it
+PASSWORD = secret("s3cret pass\"word")  # a space and a quote: the client must quote it
 MAIL_USER = "nobody"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 20.0

@@ -1,0 +1,206 @@
+"""Encryption at rest: what the database holds about people is sealed, so a copy of the database
+(a backup, a PostgreSQL replica, a stolen disk of the database server) reveals nothing.
+
+Envelope encryption: a random 256-bit data key encrypts each value with AES-256-GCM (a fresh
+nonce each time, and the value's purpose, e.g. "messages.raw", as associated data so a sealed
+value cannot be moved to another column). The data key itself is stored in the database only
+encrypted with OpenPGP to the storage key (`[storage] encryption_key`, by default the gateway's
+own key), and is unwrapped by gpg once at start. Several data keys may exist (each sealed value
+names its key), so keys can be added without re-encrypting.
+
+Sealed bytes start with MAGIC; sealed text is `lers1:` plus base64, so it fits the same columns.
+The columns that hold personal data are declared with the Sealed* types below: every write seals
+and every read opens, with the vault of the database the transaction belongs to
+(`Database.transaction` makes it the active vault). Without an active vault (`lers db copy`,
+which moves sealed values between databases) values pass through only if already sealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from contextvars import ContextVar
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import JSON, LargeBinary, Text, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeDecorator
+
+MAGIC = b"LERS\x01"
+TEXT_PREFIX = "lers1:"
+KEY_ID_BYTES = 8
+NONCE_BYTES = 12
+
+
+class VaultError(Exception):
+    """A sealed value cannot be opened: unknown key, or altered bytes."""
+
+
+class Vault:
+    """The data keys of this deployment, unwrapped; seals and opens values."""
+
+    def __init__(self, keys: dict[bytes, bytes], current: bytes) -> None:
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self.current = current
+
+    def seal(self, data: bytes, purpose: str) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._ciphers[self.current].encrypt(nonce, data, purpose.encode())
+        return MAGIC + self.current + nonce + sealed
+
+    def open(self, blob: bytes, purpose: str) -> bytes:
+        if not blob.startswith(MAGIC):
+            raise VaultError(f"{purpose}: the stored value is not sealed")
+        key_id = blob[len(MAGIC):len(MAGIC) + KEY_ID_BYTES]
+        nonce_at = len(MAGIC) + KEY_ID_BYTES
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise VaultError(f"{purpose}: sealed with data key {key_id.hex()}, which this gateway "
+                             "does not have")
+        try:
+            return cipher.decrypt(blob[nonce_at:nonce_at + NONCE_BYTES], blob[nonce_at + NONCE_BYTES:],
+                                  purpose.encode())
+        except InvalidTag as exc:
+            raise VaultError(f"{purpose}: the sealed value was altered or belongs elsewhere") from exc
+
+    def seal_text(self, text: str | None, purpose: str) -> str | None:
+        if text is None:
+            return None
+        return TEXT_PREFIX + base64.b64encode(self.seal(text.encode("utf-8"), purpose)).decode("ascii")
+
+    def open_text(self, stored: str | None, purpose: str) -> str | None:
+        if stored is None:
+            return None
+        if not stored.startswith(TEXT_PREFIX):
+            raise VaultError(f"{purpose}: the stored text is not sealed")
+        return self.open(base64.b64decode(stored[len(TEXT_PREFIX):]), purpose).decode("utf-8")
+
+
+ACTIVE_VAULT: ContextVar[Vault | None] = ContextVar("lers_active_vault", default=None)
+
+
+class PreSealed(bytes):
+    """Bytes sealed ahead of the transaction (off the event loop, for large messages)."""
+
+
+class SealedBytes(TypeDecorator[bytes]):
+    impl = LargeBinary
+    cache_ok = True
+
+    def __init__(self, purpose: str) -> None:
+        super().__init__()
+        self.purpose = purpose
+
+    def process_bind_param(self, value: bytes | None, dialect: Any) -> bytes | None:
+        if value is None or isinstance(value, PreSealed):
+            return None if value is None else bytes(value)
+        vault = ACTIVE_VAULT.get()
+        if vault is None:
+            return _already_sealed(value, self.purpose)
+        return vault.seal(value, self.purpose)
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> bytes | None:
+        vault = ACTIVE_VAULT.get()
+        return value if value is None or vault is None else vault.open(bytes(value), self.purpose)
+
+
+class SealedText(TypeDecorator[str]):
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, purpose: str) -> None:
+        super().__init__()
+        self.purpose = purpose
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        vault = ACTIVE_VAULT.get()
+        if value is None or vault is None:
+            return value if value is None else _already_sealed_text(value, self.purpose)
+        return vault.seal_text(value, self.purpose)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> str | None:
+        vault = ACTIVE_VAULT.get()
+        return value if value is None or vault is None else vault.open_text(value, self.purpose)
+
+
+class SealedJSON(TypeDecorator[Any]):
+    """Any JSON value, stored as one sealed JSON string (so the column stays JSON)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, purpose: str) -> None:
+        super().__init__()
+        self.purpose = purpose
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        vault = ACTIVE_VAULT.get()
+        if value is None:
+            return None
+        if vault is None:
+            return _already_sealed_text(value, self.purpose)
+        return vault.seal_text(json.dumps(value, ensure_ascii=False), self.purpose)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        vault = ACTIVE_VAULT.get()
+        if value is None or vault is None:
+            return value
+        return json.loads(vault.open_text(value, self.purpose) or "null")
+
+
+def _already_sealed(value: bytes, purpose: str) -> bytes:
+    if not bytes(value).startswith(MAGIC):
+        raise VaultError(f"{purpose}: refusing to store a value unsealed (no vault is active)")
+    return value
+
+
+def _already_sealed_text(value: Any, purpose: str) -> Any:
+    if not (isinstance(value, str) and value.startswith(TEXT_PREFIX)):
+        raise VaultError(f"{purpose}: refusing to store a value unsealed (no vault is active)")
+    return value
+
+
+def new_data_key() -> tuple[bytes, bytes]:
+    """(key id, 256-bit key)."""
+    return secrets.token_bytes(KEY_ID_BYTES), AESGCM.generate_key(bit_length=256)
+
+
+async def stored_data_keys(session: AsyncSession) -> list[tuple[bytes, str]]:
+    from gateway.models import VaultKey  # the models import nothing from here
+
+    rows = await session.scalars(select(VaultKey).order_by(VaultKey.created_at, VaultKey.id))
+    return [(bytes.fromhex(row.id), row.wrapped) for row in rows]
+
+
+async def load_vault(db: Any, pgp: Any, storage_fingerprint: str) -> Vault:
+    """Unwrap the deployment's data keys; the first start (or a new storage key) adds one.
+
+    Creation runs under a lock row, so two processes starting together make one key between them.
+    """
+    from gateway.leases import locked_mark  # import here: leases imports the models
+    from gateway.models import VaultKey
+
+    keys: dict[bytes, bytes] = {}
+    current: bytes | None = None
+    async with db.transaction() as session:
+        await locked_mark(session, "vault")
+        rows = list(await session.scalars(select(VaultKey).order_by(VaultKey.created_at, VaultKey.id)))
+        for row in rows:
+            try:
+                keys[bytes.fromhex(row.id)] = await pgp.unwrap_data_key(row.wrapped)
+            except Exception:
+                if row is rows[-1]:
+                    raise
+                continue  # an older key wrapped to a storage key no longer held: its values stay shut
+        if rows and rows[-1].storage_fingerprint == storage_fingerprint:
+            current = bytes.fromhex(rows[-1].id)
+        else:
+            key_id, key = new_data_key()
+            session.add(VaultKey(id=key_id.hex(), storage_fingerprint=storage_fingerprint,
+                                 wrapped=await pgp.wrap_data_key(key, storage_fingerprint)))
+            keys[key_id], current = key, key_id
+    return Vault(keys, current)
