@@ -125,7 +125,7 @@ class Gateway:
         self.ctx = ChainContext(settings, core.db, core.pgp)
         self.chat = None
         if settings.telegram.enabled and "chat" in roles:
-            self.chat = ChatBot(settings, core.db, on_stored=self._wake_worker)
+            self.chat = ChatBot(settings, core.db, on_stored=self._wake_worker, pgp=core.pgp)
         handlers: dict[str, JobHandler] = {"inbound": self._inbound}
         if not settings.telegram.enabled:  # nobody will send them: close them
             handlers.update(dict.fromkeys(CHAT_JOBS, partial(notifications_disabled, core.db)))

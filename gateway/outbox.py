@@ -5,7 +5,7 @@ decision that caused it was committed. `OutboxSender` takes due rows, signs them
 key, encrypts them to the officer's key (RFC 3156 PGP/MIME, signed and encrypted in one OpenPGP
 message), hands them to the smarthost with aiosmtplib, and retries with exponential back-off.
 Rows survive restarts because they are rows. Encryption happens at send time, so a key revoked
-while a reply waits stops the reply.
+while a reply waits stops the reply, and so does the suspension of the officer or their agency.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from gateway import audit
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.models import Message, Outbox
+from gateway.models import Message, Officer, Outbox
 from gateway.pgp import OpenPGP, OpenPGPError
 
 log = logging.getLogger(__name__)
+SUSPENDED_HOLD = "the officer is suspended"  # released by reinstatement (handlers/officers.py)
 
 
 def new_message_id(settings: Settings) -> str:
@@ -169,6 +170,10 @@ class OutboxSender:
         return sent
 
     async def _send_one(self, row: Outbox) -> int:
+        suspended = await self._recipient_suspended(row)
+        if suspended:
+            await self._hold(row, suspended)
+            return 0
         key = await self.pgp.key_status(row.recipient_fingerprint or "")
         if key is None or key.revoked or key.expired:
             problem = "missing" if key is None else ("revoked" if key.revoked else "expired")
@@ -212,6 +217,12 @@ class OutboxSender:
                                message_id=row.header_message_id, request_id=row.request_id)
         log.info("reply sent", extra={"outbox_id": row.id, "kind": row.kind})
         return 1
+
+    async def _recipient_suspended(self, row: Outbox) -> str | None:
+        """A suspended officer (or one of a suspended agency) is sent nothing until reinstated."""
+        async with self.db.transaction() as session:
+            officer = await session.scalar(select(Officer).where(Officer.email == row.recipient))
+            return SUSPENDED_HOLD if officer is not None and not officer.active else None
 
     async def _failed_attempt(self, row: Outbox, error: str) -> None:
         async with self.db.transaction() as session:

@@ -19,6 +19,7 @@ from gateway.config import Settings
 from gateway.db import Database
 from gateway.models import Message, Request, Review, Reviewer
 from gateway.outbox import queue_reply
+from gateway.pgp import OpenPGP
 from gateway.texts import render
 
 OPEN_STATES = ("received", "under_review", "awaiting_info")
@@ -44,6 +45,7 @@ class ChatReply:
 class ReviewContext:
     settings: Settings
     db: Database
+    pgp: OpenPGP | None = None  # for acts that must ask gpg about a key (enrolment)
 
 
 async def authorize(db: Database, user_id: int, chat_id: int, chat_type: str,
@@ -307,4 +309,10 @@ HELP = """Commands (REF is a reference like LERS-2026-000123):
 /note REF text — internal note, never sent
 /assign REF [name] — assign to a reviewer (default: yourself)
 /mine — requests assigned to you
+/enrolments — officers asking to be enrolled
+/enrolment ID — one enrolment: form, key, documents, the agency's registration
+/enrol ID how-you-checked — enrol, after an out-of-band check: call the agency back on its
+  published number, never a number from the mail; say what you did (some set-ups need two)
+/refuse ID reason — refuse an enrolment; the reason is sent to the applicant
+/suspend EMAIL reason — suspend an officer at once (messages refused, replies held)
 /help — this list"""
