@@ -160,6 +160,8 @@ class Message(Base):
     state: Mapped[str] = mapped_column(String(20), default="received")
     reason: Mapped[str | None] = mapped_column(String(64))
     reason_detail: Mapped[str | None] = mapped_column(Text)
+    # the From a refused message claimed (unverified): reviewers see spoofs of an officer's address
+    claimed_from: Mapped[str | None] = mapped_column(String(320), index=True)
     signer_fingerprint: Mapped[str | None] = mapped_column(String(64))
     # signer + signature time + digest of the signed bytes: the same signed content seen twice.
     replay_key: Mapped[str | None] = mapped_column(String(64), unique=True)

@@ -21,6 +21,7 @@ from gateway.models import Message, Request, Review, Reviewer
 from gateway.outbox import queue_reply
 from gateway.pgp import OpenPGP
 from gateway.texts import render
+from handlers.reputation import reputation_lines
 
 OPEN_STATES = ("received", "under_review", "awaiting_info")
 DECIDABLE_STATES = ("received", "under_review", "awaiting_info")
@@ -122,12 +123,14 @@ async def show_request(ctx: ReviewContext, reviewer: Reviewer, ref: str) -> Chat
             select(Message).where(Message.request_id == request.id).order_by(Message.id)))
         reviews = list(await session.scalars(
             select(Review).where(Review.request_id == request.id).order_by(Review.id)))
+        reputation = await reputation_lines(session, request.officer, request.id)
         await audit.record(session, actor(reviewer), "review.show", request.ref)
     officer = request.officer
     lines = [
         f"{'🚨 EMERGENCY ' if request.emergency else ''}{request.ref} · {request.status.replace('_', ' ')}",
         f"Officer: {officer.name or ''} <{officer.email}>, {officer.agency.name}"
         f"{' (' + officer.agency.country + ')' if officer.agency.country else ''}",
+        *reputation,
         f"Type: {request.type or '(missing)'}",
         f"Case: {request.case_number or '(missing)'}",
         f"Legal basis: {request.legal_basis or '(missing)'}",

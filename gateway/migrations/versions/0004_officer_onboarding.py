@@ -1,5 +1,6 @@
 """officer onboarding: enrolments by signed mail, their documents and reviewer acts; officer and
-agency suspension reasons; how an officer was enrolled; key expiry warnings
+agency suspension reasons; how an officer was enrolled; key expiry warnings; the From a refused
+message claimed
 
 Revision ID: 0004
 Revises: 0002 (re-pointed at merge time after 0003)
@@ -67,6 +68,9 @@ def upgrade() -> None:
                     unique=False)
     with op.batch_alter_table('agencies') as batch:
         batch.add_column(sa.Column('status_reason', sa.Text(), nullable=True))
+    with op.batch_alter_table('messages') as batch:
+        batch.add_column(sa.Column('claimed_from', sa.String(length=320), nullable=True))
+        batch.create_index(batch.f('ix_messages_claimed_from'), ['claimed_from'], unique=False)
     with op.batch_alter_table('officers') as batch:
         batch.add_column(sa.Column('enrolled_via', sa.String(length=20), nullable=False,
                                    server_default='operator'))
@@ -82,6 +86,9 @@ def downgrade() -> None:
         batch.drop_column('key_expiry_warned_at')
         batch.drop_column('status_reason')
         batch.drop_column('enrolled_via')
+    with op.batch_alter_table('messages') as batch:
+        batch.drop_index(batch.f('ix_messages_claimed_from'))
+        batch.drop_column('claimed_from')
     with op.batch_alter_table('agencies') as batch:
         batch.drop_column('status_reason')
     op.drop_index(op.f('ix_enrolment_acts_enrolment_id'), table_name='enrolment_acts')
