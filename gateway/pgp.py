@@ -130,9 +130,10 @@ class Certification:
     trust_depth: int  # 0: a plain certification; >0: a trust signature (tsign)
     trust_regexp: str | None  # a trust signature's scope, as gpg wrote it
     revoked: bool  # the issuer revoked it later (revsig)
+    verified: bool = True  # gpg checked it ('!'); False when the issuer's key is not in our keyring
 
     def valid_at(self, now: datetime) -> bool:
-        return not self.revoked and (self.expires_at is None or self.expires_at > now)
+        return self.verified and not self.revoked and (self.expires_at is None or self.expires_at > now)
 
 
 @dataclass(frozen=True)
@@ -496,7 +497,8 @@ def _unescape(field_: str) -> str:
 def parse_certifications(colons: str, fingerprint: str) -> list[Certification]:
     """Third-party certifications per user ID from `--check-sigs --with-colons` output.
 
-    Only signatures gpg verified ('!') count; self-signatures are skipped; a later revocation
+    Signatures gpg verified ('!') count; those by keys we lack ('?') are kept, unverified, so the
+    refusal can name their issuer; bad ones are dropped; self-signatures are skipped; a later revocation
     (class 0x30) by the same issuer on the same user ID marks the certification revoked.
     """
     found: list[Certification] = []
@@ -516,7 +518,9 @@ def parse_certifications(colons: str, fingerprint: str) -> list[Certification]:
         if not in_uid or kind not in ("sig", "rev") or len(fields) < 13:
             continue
         issuer = fields[12].upper()
-        if fields[1] != "!" or not issuer or issuer == fingerprint.upper():
+        if fields[1] not in ("!", "?") or not issuer or issuer == fingerprint.upper():
+            continue
+        if kind == "rev" and fields[1] != "!":
             continue
         created = _timestamp(fields[5])
         sig_class = fields[10][:2]
@@ -530,7 +534,8 @@ def parse_certifications(colons: str, fingerprint: str) -> list[Certification]:
         found.append(Certification(
             uid_email=uid_email, issuer_fingerprint=issuer, created_at=created,
             expires_at=_timestamp(fields[6]), trust_depth=int(depth) if depth.isdigit() else 0,
-            trust_regexp=_unescape(fields[8]) or None if depth.isdigit() else None, revoked=False))
+            trust_regexp=_unescape(fields[8]) or None if depth.isdigit() else None, revoked=False,
+            verified=fields[1] == "!"))
     return [Certification(**{**c.__dict__, "revoked": c.created_at is None or (
         (c.uid_email, c.issuer_fingerprint) in revocations
         and revocations[(c.uid_email, c.issuer_fingerprint)] >= c.created_at)}) for c in found]

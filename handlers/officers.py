@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
+from gateway.clock import utcnow
 from gateway.db import Database
 from gateway.models import Agency, Key, Officer, Outbox
 from gateway.outbox import SUSPENDED_HOLD
@@ -64,7 +65,7 @@ async def _release_held(session: AsyncSession, emails: list[str]) -> int:
     result = await session.execute(
         update(Outbox).where(Outbox.recipient.in_(emails), Outbox.state == "held",
                              Outbox.last_error == SUSPENDED_HOLD)
-        .values(state="pending", last_error=None))
+        .values(state="pending", last_error=None, next_attempt_at=utcnow()))
     return result.rowcount or 0  # type: ignore[attr-defined]
 
 

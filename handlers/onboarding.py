@@ -98,7 +98,8 @@ async def handle_enrolment(session: AsyncSession, settings: Settings, message: M
     queue_reply(session, settings, kind="enrolment_received",
                 subject=f"Enrolment {enrolment.id} received: waiting for review",
                 body=render("enrolment_received", enrolment_id=enrolment.id,
-                            name=form.fields.get("name", ""), agency=form.fields.get("agency", ""),
+                            officer_name=form.fields.get("name", ""),
+                            agency=form.fields.get("agency", ""),
                             fingerprint=fingerprint, received_at=_received(message),
                             documents=_document_lines(documents)), **reply)
     notify_reviewers(session, enrolment_notice(enrolment))
