@@ -7,8 +7,14 @@ keyring of its own); mail goes over real SMTP, the reviewers' chat through the B
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,13 +31,14 @@ from handlers.officers import (
     suspend_agency,
     suspend_officer,
 )
-from tests.conftest import AGENCY, GatewayFactory, Harness, short_tempdir
+from tests.conftest import AGENCY, GATEWAY_ADDRESS, GatewayFactory, Harness, short_tempdir
 from tests.support.agency_keys import certify, revocation_certificate
 from tests.support.mail_factory import Attachment, pdf_bytes, request_body, signed_request_mail
 from tests.support.officer_keys import OfficerKeyring, TestKey
 from tests.support.telegram_stub import FakeBotApi
 from tests.test_chat import ANNA, BERT, RITA, TOKEN, say
 
+REPO = Path(__file__).resolve().parent.parent
 ENROLMENT_FORM = """enrolment: yes
 name: Carol Detective
 rank: Detective Sergeant
@@ -448,3 +455,45 @@ async def test_reviewers_see_history_and_recent_spoofs_of_the_officer(
     shown = (await say(api, RITA, f"/show {refs[1]}")).params["text"]
     assert "History: 1 earlier request(s) from this officer (1 received); 1 from Test Police" in shown
     assert f"⚠️ 1 refused message(s) claimed {alice.email} in the last 30 days: unknown_key ×1" in shown
+
+
+# --- the operator's commands ----------------------------------------------------------------
+
+
+def lers(gateway: Harness, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `lers` command as an operator runs it beside the running gateway (same data dir)."""
+    overrides = ["--set", f"gateway.address={GATEWAY_ADDRESS}",
+                 "--set", f"gateway.data_dir={gateway.settings.data_dir}"]
+    if gateway.settings.storage.url:
+        overrides += ["--set", f"storage.url={gateway.settings.storage.url}"]
+    return subprocess.run([sys.executable, "-m", "gateway", *overrides, *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "LERS_CONFIG": os.devnull})
+
+
+async def test_operators_list_suspend_reinstate_and_revoke_from_the_cli(
+        gateway: Harness, officer_ring: OfficerKeyring, alice: TestKey, tmp_path: Path) -> None:
+    lena = officer_ring.create_key("lena@police.test", "Lena Officer", expires_days=200)
+    await gateway.enrol(lena)
+    suspended = await asyncio.to_thread(lers, gateway, "officer", "suspend", alice.email, "--reason",
+                                        "on leave")
+    assert suspended.stdout.strip() == (f"officer suspended: {alice.email} (on leave); their messages "
+                                        "are refused and replies to them are held")
+    revocation = tmp_path / "lena.rev"
+    revocation.write_bytes(revocation_certificate(officer_ring, lena))
+    revoked = await asyncio.to_thread(lers, gateway, "officer", "revoke-key", str(revocation))
+    assert revoked.stdout.strip() == f"key revoked: {lena.fingerprint} (officer {lena.email})"
+    listing = await asyncio.to_thread(lers, gateway, "officer", "list", "--json")
+    rows = {r["email"]: r for r in json.loads(listing.stdout)}
+    assert (rows[alice.email]["status"], rows[alice.email]["reason"]) == ("suspended", "on leave")
+    assert rows[lena.email]["key_revoked"] is True and rows["bob@police.test"]["status"] == "active"
+    text = await asyncio.to_thread(lers, gateway, "officer", "list")
+    assert f"{alice.email}" in text.stdout and "(on leave)" in text.stdout and "REVOKED" in text.stdout
+    again = await asyncio.to_thread(lers, gateway, "officer", "reinstate", "nobody@police.test")
+    assert again.returncode == 1
+    assert again.stderr.strip() == ("lers: error: no officer with address nobody@police.test "
+                                    "(see `lers officer list`)")
+    agency = await asyncio.to_thread(lers, gateway, "agency", "suspend", AGENCY, "--reason", "audit")
+    assert agency.stdout.strip() == f"agency suspended: {AGENCY} (audit); 3 officer(s) suspended with it"
+    await send_request(gateway, alice)
+    assert [q["reason"] for q in await gateway.quarantine()] == ["officer_suspended"]
