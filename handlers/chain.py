@@ -2,6 +2,10 @@
 freshness, replay. Each rule returns a `Refusal` or lets the message through; the first refusal
 wins. The sender is the signing key's fingerprint, never the From header: From only has to
 agree with the key and the officer's record.
+
+A key no officer holds is not refused at once (rule 3): a signed enrolment (its key attached,
+checked alone in a scratch keyring) goes to reviewers, and a key certified by a registered
+agency's key is accepted in that agency's name. Every other rule applies to them unchanged.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from the keys alone).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -164,7 +163,7 @@ async def handle_key_rotation(session: AsyncSession, settings: Settings, message
         queue_reply(session, settings, kind="key_rotation_refused", recipient=officer.email,
                     recipient_fingerprint=officer.key_fingerprint,
                     subject="Your key change could not be accepted",
-                    body=render("request_form_refused", problems=bullets(problems)),
+                    body=render("key_rotation_refused", problems=bullets(problems)),
                     in_reply_to=in_reply_to, references=references, reply_to_message=message.id)
         return
     old = officer.key_fingerprint
@@ -225,13 +224,3 @@ def key_problems(key: KeyStatus | None, email: str) -> list[str]:
     if not key.can_encrypt:
         problems.append(f"the key {key.fingerprint} cannot encrypt, so replies could not be sent")
     return problems
-
-
-def key_summary(key: KeyStatus | None) -> dict[str, Any]:
-    if key is None:
-        return {}
-    return {"fingerprint": key.fingerprint, "expires_at": _iso(key.expires_at), "revoked": key.revoked}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None

@@ -170,8 +170,10 @@ async def test_enrolment_from_mail_to_an_enrolled_officer_whose_request_is_accep
     assert decision.subject == "Enrolment accepted (enrolment 1)"
     assert "You are enrolled as an officer of Test Police." in decision.text
 
-    await send_request(onboarding, carol)
-    [request] = await onboarding.requests()
+    await send_request(onboarding, carol, case_number="2026-CR-0044")
+    requests = await onboarding.requests()
+    assert len(requests) == 1, await onboarding.quarantine()
+    [request] = requests
     assert request["officer"] == carol.email
     assert onboarding.replies(to=carol.email)[-1].subject == f"[{request['ref']}] Request received"
     [enrolled] = [e for e in await audit_entries(onboarding, "officer.enrolled") if e.subject == carol.email]
