@@ -114,6 +114,14 @@ async def release_sending(db: Database) -> int:
         return result.rowcount or 0
 
 
+async def _suspended_recipients(session: AsyncSession, recipients: set[str]) -> set[str]:
+    """The addresses of suspended officers (or of officers of a suspended agency) among these."""
+    if not recipients:
+        return set()
+    officers = await session.scalars(select(Officer).where(Officer.email.in_(recipients)))
+    return {officer.email for officer in officers if not officer.active}
+
+
 class OutboxSender:
     """Sends due outbox rows; one pass is `send_due()`, the loop is `run()`."""
 
@@ -160,8 +168,12 @@ class OutboxSender:
             ids = sorted(claimed)
             rows = list(await session.scalars(select(Outbox).where(Outbox.id.in_(ids))
                                               .order_by(Outbox.id))) if ids else []
+            suspended = await _suspended_recipients(session, {row.recipient for row in rows})
         sent = 0
         for row in rows:
+            if row.recipient in suspended:  # sent nothing until reinstated
+                await self._hold(row, SUSPENDED_HOLD)
+                continue
             try:
                 sent += await self._send_one(row)
             except Exception as exc:
@@ -170,10 +182,6 @@ class OutboxSender:
         return sent
 
     async def _send_one(self, row: Outbox) -> int:
-        suspended = await self._recipient_suspended(row)
-        if suspended:
-            await self._hold(row, suspended)
-            return 0
         key = await self.pgp.key_status(row.recipient_fingerprint or "")
         if key is None or key.revoked or key.expired:
             problem = "missing" if key is None else ("revoked" if key.revoked else "expired")
@@ -217,12 +225,6 @@ class OutboxSender:
                                message_id=row.header_message_id, request_id=row.request_id)
         log.info("reply sent", extra={"outbox_id": row.id, "kind": row.kind})
         return 1
-
-    async def _recipient_suspended(self, row: Outbox) -> str | None:
-        """A suspended officer (or one of a suspended agency) is sent nothing until reinstated."""
-        async with self.db.transaction() as session:
-            officer = await session.scalar(select(Officer).where(Officer.email == row.recipient))
-            return SUSPENDED_HOLD if officer is not None and not officer.active else None
 
     async def _failed_attempt(self, row: Outbox, error: str) -> None:
         async with self.db.transaction() as session:
