@@ -151,7 +151,7 @@ class Gateway:
         self.ctx = ChainContext(settings, core.db, core.pgp, self.metrics)
         self.chat = None
         if settings.telegram.enabled and "chat" in roles:
-            self.chat = ChatBot(settings, core.db, on_stored=self._wake_worker)
+            self.chat = ChatBot(settings, core.db, on_stored=self._wake_worker, pgp=core.pgp)
         self.data_source = DataSource.from_settings(settings)
         production = ProductionContext(settings, core.db, core.pgp, self.data_source)
         handlers: dict[str, JobHandler] = {

@@ -39,7 +39,8 @@ from gateway.ingest import ingest
 from gateway.logs import request_scope
 from gateway.mime import chat_file_message, chat_text_message
 from gateway.models import Job, Officer, Reviewer
-from handlers import review, stats
+from gateway.pgp import OpenPGP
+from handlers import enrolment_review, review, stats
 from handlers.refs import REF_PATTERN
 from handlers.review import ChatReply, ReviewContext, ReviewError
 
@@ -105,6 +106,26 @@ async def _stats(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> Cha
     return await stats.show_stats(ctx, reviewer)
 
 
+async def _enrolments(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await enrolment_review.list_enrolments(ctx, reviewer)
+
+
+async def _enrolment(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await enrolment_review.show_enrolment(ctx, reviewer, _ref_and_text(args, "/enrolment ID")[0])
+
+
+async def _enrol(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await enrolment_review.enrol(ctx, reviewer, *_ref_and_text(args, "/enrol ID how-you-checked"))
+
+
+async def _refuse(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await enrolment_review.refuse(ctx, reviewer, *_ref_and_text(args, "/refuse ID reason"))
+
+
+async def _suspend(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
+    return await enrolment_review.suspend(ctx, reviewer, *_ref_and_text(args, "/suspend EMAIL reason"))
+
+
 async def _help(ctx: ReviewContext, reviewer: Reviewer, args: list[str]) -> ChatReply:
     return ChatReply(review.HELP)
 
@@ -122,6 +143,11 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "assign": (_assign, "assign a request"),
     "mine": (_mine, "requests assigned to you"),
     "stats": (_stats, "figures for the last 30 days and the queue"),
+    "enrolments": (_enrolments, "officers waiting to be enrolled"),
+    "enrolment": (_enrolment, "one enrolment in full"),
+    "enrol": (_enrol, "enrol an officer after an out-of-band check"),
+    "refuse": (_refuse, "refuse an enrolment"),
+    "suspend": (_suspend, "suspend an officer at once"),
     "help": (_help, "the list of commands"),
     "start": (_help, "the list of commands"),
 }
@@ -166,10 +192,11 @@ class ChatStartError(Exception):
 class ChatBot:
     """The running bot: long polling for reviewers' updates, and the notification job handler."""
 
-    def __init__(self, settings: Settings, db: Database, on_stored: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, db: Database, on_stored: Callable[[], None],
+                 pgp: OpenPGP | None = None) -> None:
         self.settings = settings
         self.on_stored = on_stored
-        self.ctx = ReviewContext(settings, db)
+        self.ctx = ReviewContext(settings, db, pgp)
         self.db = db
         self.pulse = ApiPulse()
         self.app: Application[Any, Any, Any, Any, Any, Any] = (

@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--domain", required=True, help="the agency's mail domain")
     add.add_argument("--country", help="ISO 3166 two-letter code")
-    add.add_argument("--key", type=Path, help="the agency's public key (armored)")
+    add.add_argument("--key", type=Path, help="the agency's public key (armored): keys it certifies "
+                     "are accepted without manual enrolment")
+    suspended = agency.add_parser("suspend", help="suspend an agency and so all its officers, at once")
+    suspended.add_argument("name")
+    suspended.add_argument("--reason", required=True)
+    reinstated = agency.add_parser("reinstate", help="end an agency's suspension")
+    reinstated.add_argument("name")
+    revoked = agency.add_parser("revoke-key", help="import a revocation certificate for an agency key")
+    revoked.add_argument("file", type=Path)
 
     officer = commands.add_parser("officer", help="manage officers").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -53,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--key", type=Path, required=True, help="the officer's public key (armored)")
     add.add_argument("--name")
     add.add_argument("--telegram-id", type=int, help="their Telegram user id, to submit through the bot")
+    listing = officer.add_parser("list", help="officers with status, agency and key expiry")
+    listing.add_argument("--json", action="store_true")
+    suspended = officer.add_parser("suspend", help="suspend an officer at once (messages refused, "
+                                   "replies held)")
+    suspended.add_argument("email")
+    suspended.add_argument("--reason", required=True)
+    reinstated = officer.add_parser("reinstate", help="end a suspension; held replies are sent")
+    reinstated.add_argument("email")
+    revoked = officer.add_parser("revoke-key", help="import a revocation certificate for an officer key")
+    revoked.add_argument("file", type=Path)
 
     reviewer = commands.add_parser("reviewer", help="manage reviewers (Telegram)").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -232,6 +250,63 @@ async def cmd_officer_add(core: Core, args: argparse.Namespace) -> int:
     except EnrolmentError as exc:
         raise CliError(str(exc)) from exc
     print(f"officer enrolled: {officer.email} key {officer.key_fingerprint}")
+    return 0
+
+
+async def cmd_officer_list(core: Core, args: argparse.Namespace) -> int:
+    from handlers.officers import list_officers
+    rows = await list_officers(core.db)
+    _print(rows, args.json, lambda rs: "\n".join(
+        f"{r['email']:<32} {r['status']:<16} {r['agency']:<20} via {r['enrolled_via']:<9} key "
+        f"{r['key']} {'REVOKED' if r['key_revoked'] else 'expires ' + (r['key_expires_at'] or 'never')[:10]}"
+        + (f"  ({r['reason']})" if r['reason'] else "") for r in rs) or "no officers")
+    return 0
+
+
+async def _officer_act(core: Core, act: Callable[[], Awaitable[Any]]) -> Any:
+    from gateway.pgp import KeyImportError
+    from handlers.officers import OfficerError
+    try:
+        return await act()
+    except (OfficerError, KeyImportError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+async def cmd_officer_suspend(core: Core, args: argparse.Namespace) -> int:
+    from handlers.officers import suspend_officer
+    officer = await _officer_act(core, lambda: suspend_officer(core.db, args.email, args.reason, "operator"))
+    print(f"officer suspended: {officer.email} ({args.reason}); their messages are refused and "
+          "replies to them are held")
+    return 0
+
+
+async def cmd_officer_reinstate(core: Core, args: argparse.Namespace) -> int:
+    from handlers.officers import reinstate_officer
+    officer, released = await _officer_act(core, lambda: reinstate_officer(core.db, args.email, "operator"))
+    print(f"officer reinstated: {officer.email}; {released} held reply(ies) released")
+    return 0
+
+
+async def cmd_key_revocation(core: Core, args: argparse.Namespace) -> int:
+    from handlers.officers import revoke_key
+    data = _read(args.file)
+    for line in await _officer_act(core, lambda: revoke_key(core.db, core.pgp, data, "operator")):
+        print(f"key revoked: {line}")
+    return 0
+
+
+async def cmd_agency_suspend(core: Core, args: argparse.Namespace) -> int:
+    from handlers.officers import suspend_agency
+    agency, count = await _officer_act(core, lambda: suspend_agency(core.db, args.name, args.reason,
+                                                                    "operator"))
+    print(f"agency suspended: {agency.name} ({args.reason}); {count} officer(s) suspended with it")
+    return 0
+
+
+async def cmd_agency_reinstate(core: Core, args: argparse.Namespace) -> int:
+    from handlers.officers import reinstate_agency
+    agency, released = await _officer_act(core, lambda: reinstate_agency(core.db, args.name, "operator"))
+    print(f"agency reinstated: {agency.name}; {released} held reply(ies) released")
     return 0
 
 
@@ -506,7 +581,14 @@ async def cmd_notices_list(core: Core, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "init": cmd_init,
     "agency add": cmd_agency_add,
+    "agency suspend": cmd_agency_suspend,
+    "agency reinstate": cmd_agency_reinstate,
+    "agency revoke-key": cmd_key_revocation,
     "officer add": cmd_officer_add,
+    "officer list": cmd_officer_list,
+    "officer suspend": cmd_officer_suspend,
+    "officer reinstate": cmd_officer_reinstate,
+    "officer revoke-key": cmd_key_revocation,
     "reviewer add": cmd_reviewer_add,
     "reviewer list": cmd_reviewer_list,
     "reviewer remove": cmd_reviewer_remove,

@@ -84,6 +84,8 @@ class PolicySettings:
     # a signed message carrying more attachments, or a larger one, is refused with a signed reply
     max_attachments: int = 20
     max_attachment_bytes: int = 20 * 1024 * 1024
+    # officers are told once, by signed mail, this many days before their key expires
+    key_expiry_warning_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class ReviewSettings:
     four_eyes_types: tuple[str, ...] = (
         "emergency_disclosure", "subpoena", "court_order", "search_warrant", "mlat",
     )
+    # distinct reviewers (approver or admin) who must /enrol an officer before it takes effect
+    enrolment_approvals: int = 1
 
 
 @dataclass(frozen=True)
@@ -479,6 +483,7 @@ def _check_semantics(s: Settings) -> None:
         "policy.max_clock_skew_minutes": s.policy.max_clock_skew_minutes,
         "policy.impersonation_warning_hours": s.policy.impersonation_warning_hours,
         "policy.quarantine_retention_days": s.policy.quarantine_retention_days,
+        "policy.key_expiry_warning_days": s.policy.key_expiry_warning_days,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -489,6 +494,8 @@ def _check_semantics(s: Settings) -> None:
         if kind not in REQUEST_TYPES:
             raise ConfigError(f"review.four_eyes_types: {kind!r} is not a request type "
                               f"({', '.join(REQUEST_TYPES)})")
+    if s.review.enrolment_approvals not in (1, 2):
+        raise ConfigError(f"review.enrolment_approvals: must be 1 or 2, got {s.review.enrolment_approvals}")
     if s.telegram.enabled and not (s.telegram.token or s.telegram.token_file):
         raise ConfigError("telegram.token: required when telegram.enabled is true "
                           "(or set telegram.token_file)")

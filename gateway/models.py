@@ -55,6 +55,7 @@ class Agency(Base):
     country: Mapped[str | None] = mapped_column(String(2))
     key_fingerprint: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), default="active")
+    status_reason: Mapped[str | None] = mapped_column(Text)  # why it was suspended
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -68,8 +69,64 @@ class Officer(Base):
     key_fingerprint: Mapped[str] = mapped_column(String(64))
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     last_impersonation_warning_at: Mapped[datetime | None]
+    # operator (lers officer add) | enrolment (reviewers decided in chat) | agency (certified key)
+    enrolled_via: Mapped[str] = mapped_column(String(20), default="operator")
+    status_reason: Mapped[str | None] = mapped_column(Text)  # why it was suspended
+    key_expiry_warned_at: Mapped[datetime | None]  # for the current key; cleared on rotation
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     agency: Mapped[Agency] = relationship(lazy="joined")
+
+    @property
+    def active(self) -> bool:
+        """Both the officer and their agency are active: only then may they ask, or be answered."""
+        return self.status == "active" and self.agency.status == "active"
+
+
+class Enrolment(Base):
+    """An officer's signed request to be enrolled: pending until reviewers decide in chat."""
+
+    __tablename__ = "enrolments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | enrolled | refused
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    form: Mapped[dict[str, Any]] = mapped_column(SealedJSON("enrolments.form"), default=dict)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    decision_text: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    documents: Mapped[list[EnrolmentDocument]] = relationship(
+        lazy="selectin", order_by="EnrolmentDocument.id", cascade="all, delete-orphan")
+
+
+class EnrolmentDocument(Base):
+    """An official document (warrant card, letter of authority) sent with an enrolment."""
+
+    __tablename__ = "enrolment_documents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrolment_id: Mapped[int] = mapped_column(ForeignKey("enrolments.id"), index=True)
+    original_filename: Mapped[str | None] = mapped_column(SealedText("enrolment_documents.original_filename"))
+    stored_name: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(SealedBytes("enrolment_documents.data"))
+    extracted_text: Mapped[str | None] = mapped_column(SealedText("enrolment_documents.extracted_text"))
+    extraction_error: Mapped[str | None] = mapped_column(Text)
+
+
+class EnrolmentAct(Base):
+    """One reviewer act on an enrolment: an approval (of two), the enrolment, or a refusal."""
+
+    __tablename__ = "enrolment_acts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrolment_id: Mapped[int] = mapped_column(ForeignKey("enrolments.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id"))
+    action: Mapped[str] = mapped_column(String(20))  # approve | enrol | refuse
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reviewer: Mapped[Reviewer] = relationship(lazy="joined")
 
 
 class Key(Base):
@@ -103,6 +160,8 @@ class Message(Base):
     state: Mapped[str] = mapped_column(String(20), default="received")
     reason: Mapped[str | None] = mapped_column(String(64))
     reason_detail: Mapped[str | None] = mapped_column(SealedText("messages.reason_detail"))
+    # the From a refused message claimed (unverified): reviewers see spoofs of an officer's address
+    claimed_from: Mapped[str | None] = mapped_column(String(320), index=True)
     signer_fingerprint: Mapped[str | None] = mapped_column(String(64))
     # signer + signature time + digest of the signed bytes: the same signed content seen twice.
     replay_key: Mapped[str | None] = mapped_column(String(64), unique=True)

@@ -5,7 +5,7 @@ decision that caused it was committed. `OutboxSender` takes due rows, signs them
 key, encrypts them to the officer's key (RFC 3156 PGP/MIME, signed and encrypted in one OpenPGP
 message), hands them to the smarthost with aiosmtplib, and retries with exponential back-off.
 Rows survive restarts because they are rows. Encryption happens at send time, so a key revoked
-while a reply waits stops the reply.
+while a reply waits stops the reply, and so does the suspension of the officer or their agency.
 """
 
 from __future__ import annotations
@@ -30,13 +30,14 @@ from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.logs import request_scope
-from gateway.models import Message, Outbox
+from gateway.models import Message, Officer, Outbox
 from gateway.pgp import OpenPGP, OpenPGPError
 from handlers.refs import find_refs
 
 log = logging.getLogger(__name__)
 # the one kind of outbound mail that is not encrypted: notices to the platform's own users
 NOTICE_KIND = "user_notice"
+SUSPENDED_HOLD = "the officer is suspended"  # released by reinstatement (handlers/officers.py)
 
 
 def new_message_id(settings: Settings) -> str:
@@ -149,6 +150,14 @@ async def release_sending(db: Database) -> int:
         return result.rowcount or 0
 
 
+async def _suspended_recipients(session: AsyncSession, recipients: set[str]) -> set[str]:
+    """The addresses of suspended officers (or of officers of a suspended agency) among these."""
+    if not recipients:
+        return set()
+    officers = await session.scalars(select(Officer).where(Officer.email.in_(recipients)))
+    return {officer.email for officer in officers if not officer.active}
+
+
 class OutboxSender:
     """Sends due outbox rows; one pass is `send_due()`, the loop is `run()`."""
 
@@ -195,8 +204,12 @@ class OutboxSender:
             ids = sorted(claimed)
             rows = list(await session.scalars(select(Outbox).where(Outbox.id.in_(ids))
                                               .order_by(Outbox.id))) if ids else []
+            suspended = await _suspended_recipients(session, {row.recipient for row in rows})
         sent = 0
         for row in rows:
+            if row.recipient in suspended:  # sent nothing until reinstated
+                await self._hold(row, SUSPENDED_HOLD)
+                continue
             refs = find_refs(row.subject)  # our own subject: "[REF] ..." when it is about a request
             with request_scope(refs[0] if refs else None):
                 try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -105,6 +107,44 @@ class _StatusRecorder(gnupg.Verify):
             self.lines.append(("UNPARSEABLE", key))
 
 
+class _ImportRecorder(gnupg.ImportResult):
+    """python-gnupg's import result, plus the status lines (a bare revocation has no IMPORT_OK)."""
+
+    def __init__(self, gpg: gnupg.GPG) -> None:
+        super().__init__(gpg)
+        self.lines: list[tuple[str, str]] = []
+
+    def handle_status(self, key: str, value: str) -> None:
+        self.lines.append((key, value))
+        super().handle_status(key, value)
+
+
+@dataclass(frozen=True)
+class Certification:
+    """A third-party certification of one user ID, as gpg itself checked it (--check-sigs)."""
+
+    uid_email: str | None
+    issuer_fingerprint: str
+    created_at: datetime | None
+    expires_at: datetime | None
+    trust_depth: int  # 0: a plain certification; >0: a trust signature (tsign)
+    trust_regexp: str | None  # a trust signature's scope, as gpg wrote it
+    revoked: bool  # the issuer revoked it later (revsig)
+    verified: bool = True  # gpg checked it ('!'); False when the issuer's key is not in our keyring
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.verified and not self.revoked and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True)
+class OfferedKeyCheck:
+    """A signature checked against keys the sender attached, in a keyring of their own."""
+
+    check: SignatureCheck
+    offered: tuple[str, ...]  # primary fingerprints of the attached keys
+    signer_key: bytes | None  # the signer's public key, exported from that keyring, if attached
+
+
 class _CryptRecorder(gnupg.Crypt):
     def __init__(self, gpg: gnupg.GPG) -> None:
         super().__init__(gpg)
@@ -133,7 +173,7 @@ class OpenPGP:
                                f"{'.'.join(map(str, MIN_GPG_VERSION))} or newer is required")
         self._gpg.encoding = "utf-8"
         self._gpg.result_map = {**self._gpg.result_map, "verify": _StatusRecorder,
-                                "crypt": _CryptRecorder}
+                                "crypt": _CryptRecorder, "import": _ImportRecorder}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpg")
         self.gateway_fingerprint: str | None = None
 
@@ -195,6 +235,76 @@ class OpenPGP:
         if not fingerprints:
             raise KeyImportError("no OpenPGP public key found in the file")
         return sorted(set(fingerprints))
+
+    async def keys_in(self, armored: bytes) -> list[str]:
+        """The primary fingerprints a key file holds, without importing it."""
+        return await self._run(self._keys_in, armored)
+
+    def _keys_in(self, armored: bytes) -> list[str]:
+        if b"PRIVATE KEY BLOCK" in armored:
+            raise KeyImportError("the file holds a secret key; send only the public key")
+        return sorted({k["fingerprint"] for k in self._gpg.scan_keys_mem(armored) if k.get("fingerprint")})
+
+    async def import_revocation(self, data: bytes) -> list[str]:
+        """Import a revocation certificate (or a key carrying one); the keys now revoked."""
+        return await self._run(self._import_revocation, data)
+
+    def _import_revocation(self, data: bytes) -> list[str]:
+        if b"PRIVATE KEY BLOCK" in data:
+            raise KeyImportError("the file holds a secret key; send only the revocation")
+        result = self._gpg.import_keys(data)
+        considered = sorted({v.split()[0] for k, v in result.lines if k == "KEY_CONSIDERED" and v})
+        revoked = [fpr for fpr in considered if (status := self._key_status(fpr)) and status.revoked]
+        if not revoked:
+            raise KeyImportError("the file revokes no key in our keyring")
+        return revoked
+
+    async def certifications_of(self, fingerprint: str) -> list[Certification]:
+        """Every good third-party certification on the key's user IDs, as gpg checked them."""
+        return await self._run(self._certifications_of, fingerprint)
+
+    def _certifications_of(self, fingerprint: str) -> list[Certification]:
+        if not re.fullmatch(r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}", fingerprint):
+            return []
+        listing = subprocess.run(
+            [self._gpg.gpgbinary, "--homedir", str(self.home), *GPG_OPTIONS, "--batch", "--no-tty",
+             "--with-colons", "--fixed-list-mode", "--check-sigs", fingerprint],
+            capture_output=True, timeout=60, check=False, env={**os.environ, "LC_ALL": "C"})
+        if listing.returncode != 0:
+            return []
+        return parse_certifications(listing.stdout.decode("utf-8", "replace"), fingerprint)
+
+    async def verify_with_offered_keys(self, signed_bytes: bytes, signature: bytes,
+                                       offered: bytes) -> OfferedKeyCheck:
+        """Check a signature with only the keys the message carries, in a throw-away keyring,
+        so that an unknown sender's key never enters ours before it has proven anything."""
+        return await self._run(self._verify_with_offered, signed_bytes, signature, offered)
+
+    def _verify_with_offered(self, signed_bytes: bytes, signature: bytes,
+                             offered: bytes) -> OfferedKeyCheck:
+        if b"PRIVATE KEY BLOCK" in offered:
+            raise KeyImportError("the attached key file holds a secret key; send only the public key")
+        scratch = Path(tempfile.mkdtemp(prefix="offered-", dir=self.home))
+        try:
+            gpg = gnupg.GPG(gnupghome=str(scratch), options=list(GPG_OPTIONS))
+            gpg.encoding = "utf-8"
+            gpg.result_map = {**gpg.result_map, "verify": _StatusRecorder}
+            imported = gpg.import_keys(offered)
+            fingerprints = tuple(sorted({fp for fp in imported.fingerprints if fp}))
+            sig_path = scratch / "signature.asc"
+            sig_path.write_bytes(signature)
+            try:
+                verified = gpg.verify_data(str(sig_path), signed_bytes)
+                check = judge_status_lines(verified.lines)
+            except OSError:
+                check = SignatureCheck(False, "bad_signature", "gpg could not read the signature")
+            signer_key = None
+            if check.ok and check.signer_fingerprint in fingerprints:
+                exported = gpg.export_keys(check.signer_fingerprint)
+                signer_key = exported.encode() if isinstance(exported, str) else exported
+            return OfferedKeyCheck(check, fingerprints, signer_key or None)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     async def key_status(self, fingerprint: str) -> KeyStatus | None:
         return await self._run(self._key_status, fingerprint)
@@ -403,6 +513,72 @@ def judge_status_lines(lines: list[tuple[str, str]]) -> SignatureCheck:
         signature_id=signature_ids[0] if len(signature_ids) == 1 else None,
         signed_at=signed_at, digest=digest, status_lines=status,
     )
+
+
+_COLON_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
+def _unescape(field_: str) -> str:
+    """gpg's colon listings write ':' and '\\' and control characters as \\xHH."""
+    return _COLON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), field_)
+
+
+def parse_certifications(colons: str, fingerprint: str) -> list[Certification]:
+    """Third-party certifications per user ID from `--check-sigs --with-colons` output.
+
+    Signatures gpg verified ('!') count; those by keys we lack ('?') are kept, unverified, so the
+    refusal can name their issuer; bad ones are dropped; self-signatures are skipped; a later revocation
+    (class 0x30) by the same issuer on the same user ID marks the certification revoked.
+    """
+    found: list[Certification] = []
+    uid_email: str | None = None
+    in_uid = False
+    revocations: dict[tuple[str | None, str], datetime] = {}
+    for line in colons.splitlines():
+        fields = line.split(":")
+        kind = fields[0]
+        if kind in ("pub", "sub", "uat"):
+            in_uid = False
+            continue
+        if kind == "uid":
+            in_uid = True
+            uid_email = _uid_email(_unescape(fields[9])) if len(fields) > 9 else None
+            continue
+        if not in_uid or kind not in ("sig", "rev") or len(fields) < 13:
+            continue
+        issuer = fields[12].upper()
+        if fields[1] not in ("!", "?") or not issuer or issuer == fingerprint.upper():
+            continue
+        if kind == "rev" and fields[1] != "!":
+            continue
+        created = _timestamp(fields[5])
+        sig_class = fields[10][:2]
+        if kind == "rev" and sig_class == "30" and created is not None:
+            key = (uid_email, issuer)
+            revocations[key] = max(created, revocations.get(key, created))
+            continue
+        if kind != "sig" or sig_class not in ("10", "11", "12", "13") or not fields[10].endswith("x"):
+            continue  # not a certification, or a local (non-exportable) one
+        depth, _, _amount = fields[7].partition(" ")
+        found.append(Certification(
+            uid_email=uid_email, issuer_fingerprint=issuer, created_at=created,
+            expires_at=_timestamp(fields[6]), trust_depth=int(depth) if depth.isdigit() else 0,
+            trust_regexp=_unescape(fields[8]) or None if depth.isdigit() else None, revoked=False,
+            verified=fields[1] == "!"))
+    return [Certification(**{**c.__dict__, "revoked": c.created_at is None or (
+        (c.uid_email, c.issuer_fingerprint) in revocations
+        and revocations[(c.uid_email, c.issuer_fingerprint)] >= c.created_at)}) for c in found]
+
+
+# the scope `gpg --edit-key tsign` writes for a domain: <[^>]+[@.]DOMAIN>$ (dots escaped)
+TSIGN_DOMAIN = re.compile(r"<\[\^>\]\+\[@\.\]((?:[A-Za-z0-9-]+\\\.)*[A-Za-z0-9-]+)>\$")
+
+
+def trust_signature_domain(regexp: str) -> str | None:
+    """The mail domain a trust signature is limited to, if it is in the form gpg writes;
+    any other regular expression is not understood, and the caller must refuse it."""
+    match = TSIGN_DOMAIN.fullmatch(regexp)
+    return match.group(1).replace("\\.", ".").lower() if match else None
 
 
 def _timestamp(value: str | None) -> datetime | None:

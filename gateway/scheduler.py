@@ -19,7 +19,9 @@ from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.leases import locked_mark
-from gateway.models import Request
+from gateway.models import Key, Officer, Request
+from gateway.outbox import queue_reply
+from gateway.texts import render
 from handlers.holds import expire_holds, warn_of_expiring_holds
 from handlers.notices import send_due_notices
 from handlers.notify import notify_reviewers
@@ -80,6 +82,30 @@ async def report_overdue(settings: Settings, db: Database) -> int:
         return len(overdue)
 
 
+async def warn_of_key_expiry(settings: Settings, db: Database) -> int:
+    """Tell each active officer once, through the outbox, that their key expires soon."""
+    now = utcnow()
+    horizon = now + timedelta(days=settings.policy.key_expiry_warning_days)
+    async with db.transaction() as session:
+        due = list(await session.execute(
+            select(Officer, Key.expires_at).join(Key, Key.fingerprint == Officer.key_fingerprint)
+            .where(Officer.status == "active", Officer.key_expiry_warned_at.is_(None),
+                   Key.revoked.is_(False), Key.expires_at.is_not(None), Key.expires_at > now,
+                   Key.expires_at <= horizon)))
+        for officer, expires_at in due:
+            if not officer.active:
+                continue  # a suspended agency's officers are sent nothing
+            queue_reply(session, settings, kind="key_expiry_warning", recipient=officer.email,
+                        recipient_fingerprint=officer.key_fingerprint,
+                        subject="Your key expires soon",
+                        body=render("key_expiry_warning", fingerprint=officer.key_fingerprint,
+                                    expires_at=f"{expires_at:%Y-%m-%d %H:%M}"))
+            officer.key_expiry_warned_at = now
+            await audit.record(session, "system", "officer.key_expiry_warning", officer.email,
+                               key=officer.key_fingerprint, expires_at=expires_at.isoformat())
+        return len(due)
+
+
 async def purge_old_quarantine(settings: Settings, db: Database) -> int:
     """Refused messages are kept `[policy] quarantine_retention_days` (0: for ever), then deleted."""
     days = settings.policy.quarantine_retention_days
@@ -88,7 +114,7 @@ async def purge_old_quarantine(settings: Settings, db: Database) -> int:
 
 Task = Callable[[Settings, Database], Awaitable[int]]
 TASKS: tuple[Task, ...] = (warn_of_deadlines, report_overdue, send_due_notices, warn_of_expiring_holds,
-                           expire_holds, purge_old_quarantine)
+                           expire_holds, warn_of_key_expiry, purge_old_quarantine)
 
 
 class Scheduler:

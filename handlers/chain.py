@@ -2,6 +2,10 @@
 freshness, replay. Each rule returns a `Refusal` or lets the message through; the first refusal
 wins. The sender is the signing key's fingerprint, never the From header: From only has to
 agree with the key and the officer's record.
+
+A key no officer holds is not refused at once (rule 3): a signed enrolment (its key attached,
+checked alone in a scratch keyring) goes to reviewers, and a key certified by a registered
+agency's key is accepted in that agency's name. Every other rule applies to them unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 
+from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.metrics import ProcessMetrics
@@ -40,8 +45,9 @@ from gateway.mime import (
     split_head_body,
     split_signed,
 )
-from gateway.models import Message, Officer
-from gateway.pgp import OpenPGP, SignatureCheck
+from gateway.models import Agency, Message, Officer
+from gateway.pgp import KeyImportError, KeyStatus, OpenPGP, SignatureCheck, trust_signature_domain
+from handlers.enrolment_form import attached_keys, purpose_of
 
 # RFC 5322 dot-atom (with RFC 6532's UTF-8): the only local parts officers' addresses use
 DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
@@ -61,6 +67,11 @@ class Evaluation:
     officer_id: int | None = None  # the officer proven by the signature, when there is one
     replay_key: str | None = None
     transport: str = "smtp"
+    enrolment: bool = False  # a signed enrolment from a key not yet enrolled: for reviewers
+    certified_by: int | None = None  # the agency whose key certified the (new) signer's key
+    certification: dict[str, Any] | None = None  # what that certification was
+    signer_key: KeyStatus | None = None  # the signing key, when no officer holds it yet
+    rotation: dict[str, Any] | None = None  # a key rotation's new key, or its problems
 
     @property
     def accepted(self) -> bool:
@@ -134,6 +145,10 @@ async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSign
         with ctx.verifying():
             check = await ctx.pgp.verify_detached_signature(structure.signed_bytes, structure.signature)
         signed_bytes = structure.signed_bytes
+        if check.reason == "unknown_key":
+            check = await _check_with_offered_key(ctx, structure, check)
+            if isinstance(check, Refusal):
+                return check
         content = await parse_safely(read_signed_content, signed_bytes) if check.ok else None
     else:
         with ctx.verifying():
@@ -148,6 +163,30 @@ async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSign
     result.content = content
     result.replay_key = _replay_key(check, signed_bytes)
     return None
+
+
+async def _check_with_offered_key(ctx: ChainContext, structure: PgpMimeSigned,
+                                  unknown: SignatureCheck) -> SignatureCheck | Refusal:
+    """An unknown signer may have attached their key (an enrolment, or an agency-certified key):
+    verify with that key alone, in a keyring of its own; only a key that made this very
+    signature is kept, as a candidate that counts for nothing until rule 3 says so."""
+    unverified = await parse_safely(read_signed_content, structure.signed_bytes)
+    if isinstance(unverified, Refusal):
+        return unknown
+    offered = attached_keys(unverified)
+    if not offered:
+        return unknown
+    try:
+        result = await ctx.pgp.verify_with_offered_keys(structure.signed_bytes, structure.signature,
+                                                        b"\n".join(a.data for a in offered))
+    except KeyImportError as exc:
+        return Refusal("attached_key_mismatch", str(exc))
+    if result.check.reason == "unknown_key":
+        return Refusal("attached_key_mismatch", f"{unknown.detail}, not by the attached key "
+                       f"{', '.join(result.offered) or '(unreadable)'}: sign with the key you attach")
+    if result.check.ok and result.signer_key is not None:
+        await ctx.pgp.import_public_key(result.signer_key)
+    return result.check
 
 
 async def _check_encrypted(ctx: ChainContext, structure: PgpMimeEncrypted,
@@ -201,13 +240,16 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
                        "(its protected To header does not name this gateway)")
     result.from_address = from_address
     fingerprint = result.check.signer_fingerprint
+    assert fingerprint is not None
     async with ctx.db.transaction() as session:
         officer = await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint))
     if officer is None:
-        return Refusal("key_not_registered",
-                       f"the signing key {fingerprint} is not registered to an enrolled officer")
-    if officer.status != "active" or officer.agency.status != "active":
-        return Refusal("officer_inactive", "the officer or their agency is not active")
+        return await check_new_signer(ctx, result, fingerprint, from_address)
+    if officer.status != "active":
+        return Refusal("officer_suspended", "the officer is suspended"
+                       + (f": {officer.status_reason}" if officer.status_reason else ""))
+    if officer.agency.status != "active":
+        return Refusal("agency_suspended", f"the officer's agency {officer.agency.name} is suspended")
     status = await ctx.pgp.key_status(officer.key_fingerprint)
     if status is None:
         return Refusal("unknown_key", "the officer's key is missing from the keyring")
@@ -219,6 +261,111 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
         return Refusal("from_mismatch", f"the message is From {from_address}, but the signing key "
                        "belongs to a different officer or has no such user ID")
     result.officer_id = officer.id
+    return None
+
+
+async def check_new_signer(ctx: ChainContext, result: Evaluation, fingerprint: str,
+                           from_address: str) -> Refusal | None:
+    """Rule 3 for a key no officer holds: an enrolment for reviewers to decide, or a key certified
+    by a registered agency's key; anything else is refused. The From must be a user ID of the key."""
+    assert result.content is not None
+    status = await ctx.pgp.key_status(fingerprint)
+    if status is None:
+        return Refusal("unknown_key", f"signed by a key we do not know ({fingerprint})")
+    result.signer_key = status
+    if purpose_of(result.content) == "enrolment":
+        refusal = await _enrolment_identity(ctx, result, fingerprint, from_address, status.emails)
+        if refusal is None:
+            result.enrolment = True
+        return refusal
+    certified = await agency_certification(ctx, fingerprint, from_address)
+    if isinstance(certified, Refusal):
+        return certified
+    if await _is_enrolled(ctx, from_address):
+        return Refusal("key_not_registered", f"{from_address} is enrolled with another key; to change "
+                       "keys, send a key rotation signed with your current key")
+    result.certified_by, result.certification = certified
+    return None
+
+
+async def _enrolment_identity(ctx: ChainContext, result: Evaluation, fingerprint: str,
+                              from_address: str, key_emails: tuple[str, ...]) -> Refusal | None:
+    """An enrolment: the attached key is the signing key, and the From is one of its user IDs."""
+    assert result.content is not None
+    offered = attached_keys(result.content)
+    if offered:
+        try:
+            fingerprints = await ctx.pgp.keys_in(b"\n".join(a.data for a in offered))
+        except KeyImportError as exc:
+            return Refusal("attached_key_mismatch", str(exc))
+        if fingerprints != [fingerprint]:
+            return Refusal("attached_key_mismatch", f"the message is signed by key {fingerprint}, but "
+                           f"the attached key is {', '.join(fingerprints) or '(unreadable)'}: attach "
+                           "the key that signs the message")
+    if from_address not in key_emails:
+        return Refusal("from_mismatch", f"the message is From {from_address}, but the attached key "
+                       "has no user ID with that address")
+    if await _is_enrolled(ctx, from_address):
+        return Refusal("key_not_registered", f"{from_address} is already enrolled with another key; "
+                       "to change keys, send a key rotation signed with your current key")
+    return None
+
+
+async def _is_enrolled(ctx: ChainContext, address: str) -> bool:
+    async with ctx.db.transaction() as session:
+        return await session.scalar(select(Officer.id).where(Officer.email == address)) is not None
+
+
+async def agency_certification(ctx: ChainContext, fingerprint: str, from_address: str,
+                               ) -> tuple[int, dict[str, Any]] | Refusal:
+    """A valid certification of the user ID `from_address` by a registered, active agency's
+    primary key, itself neither revoked nor expired; a trust signature's domain must hold the
+    address. Fails closed: anything not understood is a refusal that says what was found."""
+    certifications = [c for c in await ctx.pgp.certifications_of(fingerprint)
+                      if c.uid_email == from_address]
+    if not certifications:
+        return Refusal("key_not_registered",
+                       f"the signing key {fingerprint} is not registered to an enrolled officer")
+    async with ctx.db.transaction() as session:
+        agencies = {a.key_fingerprint: a for a in await session.scalars(
+            select(Agency).where(Agency.key_fingerprint.in_([c.issuer_fingerprint
+                                                             for c in certifications])))}
+    now, reasons = utcnow(), []
+    for cert in certifications:
+        agency = agencies.get(cert.issuer_fingerprint)
+        if agency is None:
+            reasons.append(f"certified by {cert.issuer_fingerprint}, which is no registered agency's key")
+            continue
+        why_not = await _agency_cannot_certify(ctx, agency, cert.trust_depth, cert.trust_regexp,
+                                               from_address)
+        if why_not is None and not cert.valid_at(now):
+            why_not = f"{agency.name}'s certification is revoked or expired"
+        if why_not is not None:
+            reasons.append(why_not)
+            continue
+        return agency.id, {"agency": agency.name, "agency_key": agency.key_fingerprint,
+                           "certified_at": cert.created_at.isoformat() if cert.created_at else None,
+                           "trust_signature": cert.trust_depth > 0, "scope": cert.trust_regexp}
+    return Refusal("key_not_registered", f"the signing key {fingerprint} is not registered to an "
+                   f"enrolled officer ({'; '.join(reasons)})")
+
+
+async def _agency_cannot_certify(ctx: ChainContext, agency: Agency, depth: int, regexp: str | None,
+                                 address: str) -> str | None:
+    if agency.status != "active":
+        return f"certified by {agency.name}, which is suspended"
+    assert agency.key_fingerprint is not None
+    key = await ctx.pgp.key_status(agency.key_fingerprint)
+    if key is None or key.revoked or key.expired:
+        state = "missing" if key is None else ("revoked" if key.revoked else "expired")
+        return f"certified by {agency.name}'s key, which is {state}"
+    if depth > 0 and regexp:
+        domain = trust_signature_domain(regexp)
+        if domain is None:
+            return f"{agency.name}'s trust signature has a scope we do not understand ({regexp[:80]})"
+        mail_domain = address.rpartition("@")[2]
+        if mail_domain != domain and not mail_domain.endswith("." + domain):
+            return f"{agency.name}'s trust signature is limited to {domain}, and {address} is outside it"
     return None
 
 

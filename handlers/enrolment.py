@@ -1,4 +1,5 @@
-"""Registering agencies and officers (operator acts from the CLI; chat enrolment comes later).
+"""Registering agencies and officers (operator acts from the CLI; enrolment by signed mail is in
+handlers/onboarding.py, the reviewers' decision in handlers/enrolment_review.py).
 
 An officer is bound to exactly one key, and that key must carry a user ID with the officer's
 address, be usable for signing and encryption, and be neither expired nor revoked.
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from gateway import audit
 from gateway.app import Core
 from gateway.models import Agency, Key, Officer, Reviewer
+from handlers.onboarding import bind_officer, record_key
 from handlers.review import ROLES
 
 
@@ -31,6 +33,10 @@ async def add_agency(core: Core, name: str, domain: str, country: str | None = N
         if len(fingerprints) != 1:
             raise EnrolmentError("the agency key file must hold exactly one key")
         fingerprint = fingerprints[0]
+        status = await core.pgp.key_status(fingerprint)
+        if status is None or status.revoked or status.expired:
+            raise EnrolmentError(f"the agency key {fingerprint} is "
+                                 f"{'missing' if status is None else 'revoked or expired'}")
     async with core.db.transaction() as session:
         if await session.scalar(select(Agency).where(Agency.name == name)):
             raise EnrolmentError(f"an agency named {name!r} already exists")
@@ -79,14 +85,9 @@ async def add_officer(core: Core, email: str, agency_name: str, key_data: bytes,
         if telegram_id is not None and await session.scalar(
                 select(Officer).where(Officer.telegram_id == telegram_id)):
             raise EnrolmentError(f"Telegram user {telegram_id} is already an officer's chat account")
-        officer = Officer(email=email, name=name, agency_id=agency.id, key_fingerprint=fingerprint,
-                          telegram_id=telegram_id)
-        session.add(officer)
-        await session.flush()
-        existing = await session.get(Key, fingerprint)
-        if existing is None:
-            session.add(Key(fingerprint=fingerprint, owner_type="officer", owner_id=officer.id,
-                            user_ids=list(status.user_ids), expires_at=status.expires_at))
+        officer = bind_officer(session, email=email, agency=agency, key=status, name=name, via="operator",
+                               telegram_id=telegram_id)
+        await record_key(session, officer, status)
         await audit.record(session, actor, "officer.enrolled", email, agency=agency_name,
                            key=fingerprint, telegram_id=telegram_id)
         return officer

@@ -19,10 +19,12 @@ from gateway.logs import set_ref
 from gateway.mime import ReceivedAttachment
 from gateway.models import Job, Message, Officer, Request
 from handlers.chain import ChainContext, Evaluation, evaluate
+from handlers.enrolment_form import purpose_of
 from handlers.followup import handle_followup, referenced_request
 from handlers.form import read_request_form
 from handlers.intake import handle_new_request, refuse_form
 from handlers.notify import tell_chat_sender
+from handlers.onboarding import enrol_certified, handle_enrolment, handle_key_rotation, inspect_rotation
 from handlers.refusals import quarantine
 from handlers.status import answer_status, status_query
 from handlers.threading import reply_threading
@@ -44,6 +46,9 @@ async def route(session: AsyncSession, settings: Settings, message: Message, off
     if too_much:
         in_reply_to, references = reply_threading(message, content)
         await refuse_form(session, settings, message, officer, too_much, in_reply_to, references)
+        return
+    if purpose_of(content) == "key_rotation":
+        await handle_key_rotation(session, settings, message, officer, evaluation)
         return
     form = read_request_form(content.text, content.attachments,
                              has_document=any(d.is_pdf for d in documents))
@@ -85,6 +90,7 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
         documents = await prepare_documents(evaluation.content.attachments,
                                             seconds=ctx.settings.policy.pdf_text_seconds,
                                             max_pages=ctx.settings.policy.pdf_text_max_pages)
+        await _inspect_rotation(ctx, evaluation)
     try:
         async with ctx.db.transaction() as session:
             message = await session.get(Message, job.message_id)
@@ -95,8 +101,15 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
                 message.signer_fingerprint = evaluation.check.signer_fingerprint
                 message.signed_at = evaluation.check.signed_at
             message.officer_id = evaluation.officer_id
-            if evaluation.accepted:
+            if evaluation.accepted and evaluation.enrolment:
                 message.replay_key = evaluation.replay_key
+                await handle_enrolment(session, ctx.settings, message, evaluation, documents)
+            elif evaluation.accepted:
+                message.replay_key = evaluation.replay_key
+                if evaluation.officer_id is None:  # certified by a registered agency's key
+                    new_officer = await enrol_certified(session, evaluation)
+                    await session.flush()
+                    evaluation.officer_id = message.officer_id = new_officer.id
                 officer = await session.get(Officer, evaluation.officer_id)
                 assert officer is not None and evaluation.content is not None
                 await route(session, ctx.settings, message, officer, evaluation, documents)
@@ -113,6 +126,17 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
         raise RetryJob("a copy of this signed message was processed at the same time") from exc
     log.info(f"inbound message {state}", extra={"message_id": job.message_id, "transport": transport,
                                                 "reason": reason})
+
+
+async def _inspect_rotation(ctx: ChainContext, evaluation: Evaluation) -> None:
+    """A key rotation's gpg work happens here, before the write transaction (like PDF text)."""
+    content = evaluation.content
+    if evaluation.officer_id is None or content is None or purpose_of(content) != "key_rotation":
+        return
+    assert evaluation.check is not None and evaluation.from_address is not None
+    assert evaluation.check.signer_fingerprint is not None
+    evaluation.rotation = await inspect_rotation(ctx.pgp, evaluation.from_address,
+                                                 evaluation.check.signer_fingerprint, content)
 
 
 async def _answer_in_chat(session: AsyncSession, message: Message) -> None:

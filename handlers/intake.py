@@ -21,6 +21,7 @@ from handlers.chain import Evaluation
 from handlers.form import NO_FORM, RequestForm
 from handlers.notify import notify_reviewers
 from handlers.refs import allocate_ref
+from handlers.reputation import reputation_lines
 from handlers.threading import reply_threading
 
 
@@ -52,17 +53,18 @@ async def handle_new_request(session: AsyncSession, settings: Settings, message:
                        type=request.type, message_id=message.id, missing=form.missing,
                        documents=[{"name": d.stored_name, "sha256": d.sha256} for d in documents])
     queue_status_reply(session, settings, request, message, officer, documents, in_reply_to, references)
-    notify_reviewers(session, new_request_notice(request, officer), ref=ref, emergency=request.emergency)
+    notify_reviewers(session, new_request_notice(request, officer, await reputation_lines(
+        session, officer, request.id)), ref=ref, emergency=request.emergency)
     return request
 
 
-def new_request_notice(request: Request, officer: Officer) -> str:
+def new_request_notice(request: Request, officer: Officer, reputation: list[str]) -> str:
     head = "🚨 EMERGENCY request" if request.emergency else "New request"
     missing = ""
     if request.missing_fields:
         missing = f"\nWaiting for the officer: {'; '.join(request.missing_fields)}"
     return (f"{head} {request.ref}: {request.type or '(type missing)'} from {officer.email} "
-            f"({officer.agency.name}){missing}")
+            f"({officer.agency.name}){missing}\n" + "\n".join(reputation))
 
 
 def queue_status_reply(session: AsyncSession, settings: Settings, request: Request, message: Message,

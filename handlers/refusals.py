@@ -28,6 +28,7 @@ async def quarantine(session: AsyncSession, settings: Settings, message: Message
     message.state = "quarantined"
     message.reason = refusal.reason
     message.reason_detail = refusal.detail
+    message.claimed_from = (evaluation.from_address or "")[:320] or None
     await audit.record(session, "system", "inbound.refused", f"message:{message.id}",
                        reason=refusal.reason, detail=refusal.detail,
                        signer=evaluation.check.signer_fingerprint if evaluation.check else None,

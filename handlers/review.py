@@ -20,10 +20,12 @@ from gateway.config import Settings
 from gateway.db import Database
 from gateway.models import Message, Notice, Request, Review, Reviewer
 from gateway.outbox import queue_reply
+from gateway.pgp import OpenPGP
 from gateway.texts import render
 from handlers.holds import HOLD_KINDS, release_freezes, start_hold
 from handlers.notices import enqueue_notices, hold_of
 from handlers.production import DISCLOSURE_TYPES, enqueue_production
+from handlers.reputation import reputation_lines
 from handlers.scope import Scope, ScopeError, describe, full_scope, intersect, narrow
 
 OPEN_STATES = ("received", "under_review", "awaiting_info")
@@ -50,6 +52,7 @@ class ChatReply:
 class ReviewContext:
     settings: Settings
     db: Database
+    pgp: OpenPGP | None = None  # for acts that must ask gpg about a key (enrolment)
 
 
 async def authorize(db: Database, user_id: int, chat_id: int, chat_type: str,
@@ -126,12 +129,14 @@ async def show_request(ctx: ReviewContext, reviewer: Reviewer, ref: str) -> Chat
             select(Message).where(Message.request_id == request.id).order_by(Message.id)))
         reviews = list(await session.scalars(
             select(Review).where(Review.request_id == request.id).order_by(Review.id)))
+        reputation = await reputation_lines(session, request.officer, request.id)
         await audit.record(session, actor(reviewer), "review.show", request.ref)
     officer = request.officer
     lines = [
         f"{'🚨 EMERGENCY ' if request.emergency else ''}{request.ref} · {request.status.replace('_', ' ')}",
         f"Officer: {officer.name or ''} <{officer.email}>, {officer.agency.name}"
         f"{' (' + officer.agency.country + ')' if officer.agency.country else ''}",
+        *reputation,
         f"Type: {request.type or '(missing)'}",
         f"Case: {request.case_number or '(missing)'}",
         f"Legal basis: {request.legal_basis or '(missing)'}",
@@ -391,4 +396,10 @@ HELP = """Commands (REF is a reference like LERS-2026-000123):
 /assign REF [name] — assign to a reviewer (default: yourself)
 /mine — requests assigned to you
 /stats — figures for the last 30 days, and the queue's age
+/enrolments — officers asking to be enrolled
+/enrolment ID — one enrolment: form, key, documents, the agency's registration
+/enrol ID how-you-checked — enrol, after an out-of-band check: call the agency back on its
+  published number, never a number from the mail; say what you did (some set-ups need two)
+/refuse ID reason — refuse an enrolment; the reason is sent to the applicant
+/suspend EMAIL reason — suspend an officer at once (messages refused, replies held)
 /help — this list"""

@@ -1,0 +1,47 @@
+"""What reviewers should know about who is asking, shown with every request: is this the
+officer's (or agency's) first request, how earlier ones ended, how they were enrolled, and
+whether mail claiming their address was refused lately (a hijacked mailbox shows here first)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.clock import utcnow
+from gateway.models import Message, Officer, Request
+
+SPOOF_WINDOW_DAYS = 30
+ENROLLED_VIA = {"operator": "by an operator", "enrolment": "by reviewers after an out-of-band check",
+                "agency": "by its agency's key certification"}
+
+
+async def reputation_lines(session: AsyncSession, officer: Officer, request_id: int | None) -> list[str]:
+    """Short lines for /show and the new-request notice; `request_id` is the one being shown."""
+    earlier = list(await session.scalars(select(Request.status).where(
+        Request.officer_id == officer.id, Request.id != (request_id or 0))))
+    agency_count = len(list(await session.scalars(select(Request.id).where(
+        Request.agency_id == officer.agency_id, Request.id != (request_id or 0)))))
+    if earlier:
+        outcomes = ", ".join(f"{n} {status.replace('_', ' ')}"
+                             for status, n in Counter(earlier).most_common())
+        lines = [f"History: {len(earlier)} earlier request(s) from this officer ({outcomes}); "
+                 f"{agency_count} from {officer.agency.name}"]
+    elif agency_count:
+        lines = [f"History: first request from this officer; {agency_count} earlier from "
+                 f"{officer.agency.name}"]
+    else:
+        lines = [f"History: first request from this officer and from {officer.agency.name}"]
+    lines.append(f"Enrolled {officer.created_at:%Y-%m-%d} "
+                 f"{ENROLLED_VIA.get(officer.enrolled_via, officer.enrolled_via)}")
+    since = utcnow() - timedelta(days=SPOOF_WINDOW_DAYS)
+    refused = list(await session.scalars(select(Message.reason).where(
+        Message.direction == "inbound", Message.claimed_from == officer.email,
+        Message.state == "quarantined", Message.received_at >= since)))
+    if refused:
+        reasons = ", ".join(f"{reason} ×{n}" for reason, n in Counter(refused).most_common())
+        lines.append(f"⚠️ {len(refused)} refused message(s) claimed {officer.email} in the last "
+                     f"{SPOOF_WINDOW_DAYS} days: {reasons} (lers quarantine list)")
+    return lines
