@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import format_datetime, formataddr
 
 import aiosmtplib
@@ -37,6 +38,7 @@ from handlers.refs import find_refs
 log = logging.getLogger(__name__)
 # the one kind of outbound mail that is not encrypted: notices to the platform's own users
 NOTICE_KIND = "user_notice"
+NOTICE_RECIPIENT = "(a user: the address is sealed in the content)"
 SUSPENDED_HOLD = "the officer is suspended"  # released by reinstatement (handlers/officers.py)
 
 
@@ -88,17 +90,20 @@ def queue_notice(session: AsyncSession, settings: Settings, *, recipient: str, s
     message["Message-ID"] = message_id
     message.set_content(text, charset="utf-8", cte="quoted-printable")
     message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-    row = Outbox(kind=NOTICE_KIND, request_id=request_id, recipient=recipient, recipient_fingerprint=None,
-                 sender=settings.gateway.address, header_message_id=message_id, subject=subject,
-                 references=[], content=message.as_bytes(), next_attempt_at=utcnow())
+    # the user's address is personal data: it travels only inside the sealed content
+    row = Outbox(kind=NOTICE_KIND, request_id=request_id, recipient=NOTICE_RECIPIENT,
+                 recipient_fingerprint=None, sender=settings.gateway.address,
+                 header_message_id=message_id, subject=subject, references=[],
+                 content=message.as_bytes(), next_attempt_at=utcnow())
     session.add(row)
     return row
 
 
-def plain_notice(row: Outbox) -> bytes:
-    """A notice as sent: its stored message with the date of sending."""
+def plain_notice(row: Outbox) -> tuple[str, bytes]:
+    """A notice as sent (its message with the date of sending), and the user it goes to."""
     date = policy.SMTP.fold_binary("Date", format_datetime(utcnow()))
-    return date + row.content
+    recipient = BytesHeaderParser(policy=policy.SMTP).parsebytes(row.content, headersonly=True)["To"]
+    return str(recipient), date + row.content
 
 
 def pgp_mime_encrypted(settings: Settings, row: Outbox, armored: bytes) -> bytes:
@@ -220,8 +225,9 @@ class OutboxSender:
         return sent
 
     async def _send_one(self, row: Outbox) -> int:
+        recipient = row.recipient
         if row.kind == NOTICE_KIND and row.recipient_fingerprint is None:
-            raw = plain_notice(row)
+            recipient, raw = plain_notice(row)
         else:
             key = await self.pgp.key_status(row.recipient_fingerprint or "")
             if key is None or key.revoked or key.expired:
@@ -238,7 +244,7 @@ class OutboxSender:
         out = self.settings.outbound
         try:
             await aiosmtplib.send(
-                raw, sender=row.sender, recipients=[row.recipient], hostname=out.host,
+                raw, sender=row.sender, recipients=[recipient], hostname=out.host,
                 port=out.port, start_tls=out.tls == "starttls", use_tls=out.tls == "implicit",
                 tls_context=self.tls_context,
                 username=out.username or None,
@@ -258,12 +264,12 @@ class OutboxSender:
             session.add(Message(
                 direction="outbound", transport="smtp", sha256=hashlib.sha256(raw).hexdigest(),
                 raw=raw, size=len(raw), header_message_id=row.header_message_id,
-                envelope_from=row.sender, envelope_to=[row.recipient], state="sent",
+                envelope_from=row.sender, envelope_to=[recipient], state="sent",
                 request_id=row.request_id,
             ))
             # a user's address stays out of the audit log: the notice's id says who
             await audit.record(session, "system", "outbox.sent", f"outbox:{row.id}",
-                               kind=row.kind, recipient=row.recipient if row.kind != NOTICE_KIND else None,
+                               kind=row.kind, recipient=row.recipient,
                                message_id=row.header_message_id, request_id=row.request_id)
         log.info("reply sent", extra={"outbox_id": row.id, "kind": row.kind})
         return 1
