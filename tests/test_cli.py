@@ -212,3 +212,32 @@ def test_backup_and_restore_round_trip(workdir: Path, alice: TestKey) -> None:
         subprocess.run(["gpgconf", "--homedir", str(elsewhere / "data" / "gnupg"), "--kill", "gpg-agent"],
                        capture_output=True, check=False)
         shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_data_source_check_runs_every_query_and_names_each_problem(workdir: Path) -> None:
+    ok = lers(workdir, "data-source", "check")
+    assert ok.returncode == 0, ok.stderr
+    assert "created the demo exchange database" in ok.stdout and "every query ran" in ok.stdout
+    assert "categories mapped: subscriber_information, kyc_documents" in ok.stdout
+    mapping = workdir / "mapping.toml"
+    mapping.write_text('[subjects]\nemail = "SELECT id AS user_id FROM users WHERE email = :value"\n'
+                       'phone = "SELECT id FROM users WHERE phone = :value"\n'
+                       '[categories.kyc_documents]\n'
+                       'query = "SELECT * FROM no_such_table WHERE user_id = :user_id"\n')
+    broken = lers(workdir, "--set", f"data_source.mapping_file={mapping}", "data-source", "check")
+    assert broken.returncode == 1
+    assert "problem: subjects.phone: returns no user_id column (it returns id)" in broken.stdout
+    assert "problem: categories.kyc_documents.query: the query failed: no such table: no_such_table" \
+        in broken.stdout
+    assert "not held (productions say so): subscriber_information" in broken.stdout
+    assert broken.stderr.strip() == "lers: error: 2 problem(s) in the data source mapping"
+    mapping.write_text('[categories.trades]\nquery = "SELECT 1"\n')
+    wrong = lers(workdir, "--set", f"data_source.mapping_file={mapping}", "data-source", "check")
+    assert_one_line_error(wrong, "categories.trades: is not a data category")
+
+
+def test_notices_list_says_when_there_are_none(workdir: Path) -> None:
+    listed = lers(workdir, "notices", "list")
+    assert listed.returncode == 0 and listed.stdout.strip() == "no notices"
+    due = lers(workdir, "notices", "list", "--due", "--json")
+    assert due.returncode == 0 and due.stdout.strip() == "[]"
