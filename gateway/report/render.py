@@ -24,7 +24,7 @@ def _template() -> Template:
 
 def to_html(report: Report, charts: dict[str, bytes]) -> str:
     """The page; `charts` maps a figure's name to its PNG (a figure without one gets only its table)."""
-    title = f"{report.platform}: transparency report {report.start} to {report.end}"
+    title = f"Transparency report of {report.platform}, {report.start} to {report.end}"
     intro = (f"Requests for user data and other requests from law-enforcement and other authorities "
              f"received by {report.platform} from {report.start} to {report.end} (UTC, both days "
              f"included): {number(report_requests(report))} requests.")

@@ -8,6 +8,7 @@ for the progress bar the command shows in a terminal.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -34,7 +35,10 @@ async def write_report(db: Database, settings: Settings, start: date, end: date,
                        advance: Callable[[str], None] = lambda step: None,
                        total: Callable[[int], None] = lambda steps: None) -> tuple[Report, list[Path]]:
     """Write report.html, report.csv, report.json and charts/*.png into `out`; the files written."""
-    from gateway.report.charts import bar_chart  # matplotlib: imported only when a report is made
+    # matplotlib is imported only when a report is made; its first import on a machine builds a
+    # font cache and says so as a warning: not something for the operator's terminal or cron mail
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
+    from gateway.report.charts import bar_chart
 
     await asyncio.to_thread(_prepare, out)
     report = await compute(db, settings, start, end)
