@@ -76,9 +76,6 @@ class Report:
     summary: tuple[Stat, ...]
     figures: tuple[Figure, ...]
 
-    def figure(self, name: str) -> Figure:
-        return next(f for f in self.figures if f.name == name)
-
 
 @dataclass(frozen=True)
 class RequestRow:
