@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = audit_cmd.add_parser("export", help="a signed chain-of-custody bundle for one request")
     export.add_argument("ref")
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    report = commands.add_parser("report", help="the transparency report for a period: HTML page with "
+                                 "charts, CSV and JSON")
+    report.add_argument("--from", dest="start", required=True, metavar="DATE",
+                        help="first day, YYYY-MM-DD (UTC, included)")
+    report.add_argument("--to", dest="end", required=True, metavar="DATE",
+                        help="last day, YYYY-MM-DD (UTC, included)")
+    report.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="directory for report.html, report.csv, report.json and charts/")
     return parser
 
 
@@ -578,6 +588,41 @@ async def cmd_notices_list(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(option: str, value: str) -> date:
+    """A calendar date written YYYY-MM-DD, and nothing looser."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise CliError(f"{option}: not a date (YYYY-MM-DD): {value!r}")
+
+
+def _report_period(args: argparse.Namespace) -> tuple[date, date]:
+    start, end = _date("--from", args.start), _date("--to", args.end)
+    if start > end:
+        raise CliError(f"--from {start} is after --to {end}")
+    return start, end
+
+
+async def cmd_report(core: Core, args: argparse.Namespace) -> int:
+    from gateway.progress import bar
+    from gateway.report.write import ReportError, write_report
+    start, end = _report_period(args)
+    try:
+        with bar("report", unit=" steps") as shown:
+            report, files = await write_report(core.db, core.settings, start, end, args.out,
+                                               advance=lambda step: shown.update(1),
+                                               total=lambda steps: shown.reset(total=steps))
+    except ReportError as exc:
+        raise CliError(str(exc)) from exc
+    requests = next(s.value for s in report.summary if s.name == "requests")
+    print(f"transparency report {start} to {end}: {requests} requests; {len(files)} files in {args.out}")
+    for path in files[:3]:
+        print(f"  {path}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "init": cmd_init,
     "agency add": cmd_agency_add,
@@ -608,4 +653,5 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "notices list": cmd_notices_list,
     "audit verify": cmd_audit_verify,
     "audit export": cmd_audit_export,
+    "report": cmd_report,
 }

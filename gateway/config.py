@@ -177,6 +177,15 @@ class NoticeSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """The transparency report (`lers report`)."""
+
+    # countries with fewer requests than this are shown together, as "Other countries"
+    min_country_requests: int = 5
+    platform_name: str = ""  # empty: [notices] platform_name
+
+
+@dataclass(frozen=True)
 class ImapAccount:
     """One mailbox the gateway polls (`[[imap]]` tables in config.toml; several are allowed)."""
 
@@ -225,6 +234,7 @@ class Settings:
     production: ProductionSettings = field(default_factory=ProductionSettings)
     holds: HoldSettings = field(default_factory=HoldSettings)
     notices: NoticeSettings = field(default_factory=NoticeSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
     imap: tuple[ImapAccount, ...] = ()
     base_dir: Path = field(default_factory=Path.cwd)
@@ -244,6 +254,10 @@ class Settings:
     @property
     def data_source_url(self) -> str:
         return self.data_source.url or f"sqlite+aiosqlite:///{self.data_dir / 'demo-exchange.sqlite'}"
+
+    @property
+    def report_platform(self) -> str:
+        return self.report.platform_name or self.notices.platform_name
 
     @property
     def notice_contact(self) -> str:
@@ -467,6 +481,7 @@ def _check_semantics(s: Settings) -> None:
         "production.max_part_bytes": s.production.max_part_bytes,
         "holds.preservation_days": s.holds.preservation_days,
         "holds.freeze_days": s.holds.freeze_days,
+        "report.min_country_requests": s.report.min_country_requests,
     }
     for key, value in more_positive.items():
         if value <= 0:

@@ -359,8 +359,8 @@ class Production(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), unique=True)
     outcome: Mapped[str] = mapped_column(String(20))  # data | no_data
-    scope: Mapped[dict[str, Any]] = mapped_column(SealedJSON("productions.scope"))
-    manifest: Mapped[dict[str, Any]] = mapped_column(SealedJSON("productions.manifest"))
+    scope: Mapped[dict[str, Any]] = mapped_column(SealedJSON("productions.scope"), default=dict)
+    manifest: Mapped[dict[str, Any]] = mapped_column(SealedJSON("productions.manifest"), default=dict)
     manifest_signature: Mapped[str] = mapped_column(Text)
     zip_sha256: Mapped[str] = mapped_column(String(64))
     zip_bytes: Mapped[int] = mapped_column(Integer)

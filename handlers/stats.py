@@ -1,6 +1,7 @@
 """`/stats`: the headline figures reviewers and their managers ask for, from the requests table.
 
-Over the last 30 days (by arrival): requests received, by type and by outcome, emergencies and
+Over the last 30 days (by arrival): requests received, by type and by outcome (the outcomes of
+the transparency report, from handlers/outcomes.py, so the two never disagree), emergencies and
 their outcomes, and the median time from arrival to decision; and the queue as it is now: how
 many are open, the oldest, how many are overdue. Read-only, and audited like every command.
 """
@@ -13,18 +14,14 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
 from gateway.clock import utcnow
-from gateway.models import Request, Review, Reviewer
+from gateway.models import Request, Reviewer
+from handlers.outcomes import OUTCOMES, outcomes
 from handlers.review import OPEN_STATES, ChatReply, ReviewContext, actor
 
 WINDOW = timedelta(days=30)
-# a decided request counts by its final decision (a fulfilled request was approved, in full or in
-# part); an undecided one is open, or "other" (withdrawn)
-DECISIONS = {"approve": "approved", "partial": "partially approved", "reject": "rejected"}
-OUTCOME_ORDER = ("approved", "partially approved", "rejected", "open", "other")
 
 
 async def show_stats(ctx: ReviewContext, reviewer: Reviewer) -> ChatReply:
@@ -34,7 +31,7 @@ async def show_stats(ctx: ReviewContext, reviewer: Reviewer) -> ChatReply:
         recent = list(await session.execute(
             select(Request.id, Request.type, Request.status, Request.emergency, Request.created_at,
                    Request.decided_at).where(Request.created_at >= since)))
-        decisions = await final_decisions(session, [r.id for r in recent])
+        outcome = await outcomes(session, Request.created_at >= since)  # one arriving meanwhile: open
         queue = list(await session.execute(
             select(Request.ref, Request.created_at, Request.deadline)
             .where(Request.status.in_(OPEN_STATES)).order_by(Request.created_at, Request.id)))
@@ -44,11 +41,10 @@ async def show_stats(ctx: ReviewContext, reviewer: Reviewer) -> ChatReply:
     if recent:
         by_type = Counter(r.type or "(type missing)" for r in recent)
         lines.append("By type: " + ", ".join(f"{kind} {n}" for kind, n in sorted(by_type.items())))
-        lines.append("Outcomes: " + _outcomes(outcome(r.status, decisions.get(r.id)) for r in recent))
+        lines.append("Outcomes: " + _outcomes(outcome.get(r.id, "open") for r in recent))
         emergencies = [r for r in recent if r.emergency]
-        lines.append(f"Emergencies: {len(emergencies)}"
-                     + (f" ({_outcomes(outcome(r.status, decisions.get(r.id)) for r in emergencies)})"
-                        if emergencies else ""))
+        of_emergencies = _outcomes(outcome.get(r.id, "open") for r in emergencies)
+        lines.append(f"Emergencies: {len(emergencies)}" + (f" ({of_emergencies})" if emergencies else ""))
         waits = [(r.decided_at - r.created_at).total_seconds() / 3600 for r in recent if r.decided_at]
         lines.append(f"Median time to decision: {statistics.median(waits):.1f} h ({len(waits)} decided)"
                      if waits else "Median time to decision: none decided yet")
@@ -61,22 +57,9 @@ async def show_stats(ctx: ReviewContext, reviewer: Reviewer) -> ChatReply:
     return ChatReply("\n".join(lines))
 
 
-async def final_decisions(session: AsyncSession, request_ids: list[int]) -> dict[int, str]:
-    """Each request's final decision (approve, partial, reject), from the reviews."""
-    rows = await session.execute(select(Review.request_id, Review.action).where(
-        Review.request_id.in_(request_ids), Review.action.in_(list(DECISIONS))).order_by(Review.id))
-    return {request_id: action for request_id, action in rows}
-
-
-def outcome(status: str, decision: str | None) -> str:
-    if decision:
-        return DECISIONS[decision]
-    return "open" if status in OPEN_STATES else "other"
-
-
-def _outcomes(outcomes: Iterable[str]) -> str:
-    counts = Counter(outcomes)
-    return ", ".join(f"{name} {counts[name]}" for name in OUTCOME_ORDER if counts[name])
+def _outcomes(keys: Iterable[str]) -> str:
+    counts = Counter(keys)
+    return ", ".join(f"{label} {counts[key]}" for key, label in OUTCOMES.items() if counts[key])
 
 
 def _age(now: datetime, since: datetime) -> str:

@@ -298,26 +298,31 @@ async def test_stats_give_the_last_30_days_and_the_queue(
     from sqlalchemy import select
 
     from gateway.clock import utcnow
-    from gateway.models import Officer, Request, Review, Reviewer
+    from gateway.models import Hold, Officer, Production, Request, Review, Reviewer
 
     now = utcnow()
-    # type, status, emergency, arrived hours ago, decided after hours, deadline in hours
+    # type, status, emergency, arrived hours ago, decided after hours, deadline in hours, the final
+    # decision and the production's outcome as the gateway records them, and the outcome /stats
+    # must give (the transparency report's words)
     seeds = [
-        ("subpoena", "approved", False, 72, 10.0, None),
-        ("subpoena", "rejected", False, 120, 30.0, None),
-        ("preservation", "partially_approved", False, 240, 4.0, None),
-        ("emergency_disclosure", "approved", True, 48, 1.0, None),
-        ("emergency_disclosure", "received", True, 5, None, -1),
-        ("court_order", "under_review", False, 480, None, 100),
-        ("court_order", "awaiting_info", False, 600, None, -24),
-        ("mlat", "received", False, 24 * 45, None, -300),  # before the window, still open
-        ("subpoena", "approved", False, 24 * 40, 5.0, None),  # before the window, decided
+        ("subpoena", "fulfilled", False, 72, 10.0, None, "approve", "data", "data produced in full"),
+        ("subpoena", "rejected", False, 120, 30.0, None, "reject", None, "rejected"),
+        ("preservation", "preserved", False, 240, 4.0, None, "partial", None, "data preserved"),
+        ("emergency_disclosure", "fulfilled", True, 48, 1.0, None, "partial", "no_data",
+         "approved, no data found"),
+        ("emergency_disclosure", "received", True, 5, None, -1, None, None, "open (not decided yet)"),
+        ("court_order", "under_review", False, 480, None, 100, None, None, "open (not decided yet)"),
+        ("court_order", "awaiting_info", False, 600, None, -24, None, None, "open (not decided yet)"),
+        ("search_warrant", "withdrawn", False, 36, 2.0, None, "approve", None, "withdrawn by the requester"),
+        ("mlat", "received", False, 24 * 45, None, -300, None, None, ""),  # before the window, still open
+        ("subpoena", "fulfilled", False, 24 * 40, 5.0, None, "approve", "data", ""),  # before, decided
     ]
     async with chat_gateway.core.db.transaction() as session:
         officer = await session.scalar(select(Officer).where(Officer.email == alice.email))
-        anna = await session.scalar(select(Reviewer).where(Reviewer.telegram_id == ANNA))
-        assert officer is not None and anna is not None
-        for number, (kind, status, emergency, age, decided, deadline) in enumerate(seeds, 1):
+        rita = await session.scalar(select(Reviewer).where(Reviewer.telegram_id == RITA))
+        assert officer is not None and rita is not None
+        for number, (kind, status, emergency, age, decided, deadline, decision, produced, _) in enumerate(
+                seeds, 1):
             created = now - timedelta(hours=age)
             request = Request(
                 ref=f"LERS-2026-{number:06d}", type=kind, status=status, emergency=emergency,
@@ -325,19 +330,23 @@ async def test_stats_give_the_last_30_days_and_the_queue(
                 created_at=created, decided_at=created + timedelta(hours=decided) if decided else None,
                 deadline=now + timedelta(hours=deadline) if deadline is not None else None)
             session.add(request)
-            if decided:  # the decision is a reviewer's act, as in real use
-                await session.flush()
-                action = {"approved": "approve", "partially_approved": "partial", "rejected": "reject"}
-                session.add(Review(request_id=request.id, reviewer_id=anna.id, action=action[status]))
+            await session.flush()
+            if decision:
+                session.add(Review(request_id=request.id, reviewer_id=rita.id, action=decision))
+            if produced:
+                session.add(Production(request_id=request.id, outcome=produced, manifest_signature="",
+                                       zip_sha256="0" * 64, zip_bytes=0, parts=1, rows=0))
+            if status == "preserved":
+                session.add(Hold(request_id=request.id, kind="preservation", state="active", subjects=[],
+                                 starts_at=created, expires_at=created + timedelta(days=90)))
 
     recent = [s for s in seeds if s[3] <= 24 * 30]
     open_states = {"received", "under_review", "awaiting_info"}
-    label = {"approved": "approved", "partially_approved": "partially approved", "rejected": "rejected"}
+    order = ["data produced in full", "approved, no data found", "data preserved", "rejected",
+             "open (not decided yet)", "withdrawn by the requester"]
 
     def outcomes(rows: list[tuple]) -> str:  # type: ignore[type-arg]
-        counts = {name: sum(1 for r in rows if label.get(r[1], "open" if r[1] in open_states else "")
-                            == name) for name in ("approved", "partially approved", "rejected", "open")}
-        return ", ".join(f"{name} {n}" for name, n in counts.items() if n)
+        return ", ".join(f"{name} {n}" for name in order if (n := sum(1 for r in rows if r[8] == name)))
 
     types = sorted({s[0] for s in recent})
     emergencies = [s for s in recent if s[2]]
@@ -347,16 +356,18 @@ async def test_stats_give_the_last_30_days_and_the_queue(
     lines = text.splitlines()
     assert f"Requests received: {len(recent)}" in lines
     assert "By type: " + ", ".join(f"{t} {sum(1 for s in recent if s[0] == t)}" for t in types) in lines
-    assert f"Outcomes: {outcomes(recent)}" in lines
+    assert f"Outcomes: {outcomes(recent)}" in lines, text
     assert f"Emergencies: {len(emergencies)} ({outcomes(emergencies)})" in lines
     assert f"Median time to decision: {median(decided):.1f} h ({len(decided)} decided)" in lines
     assert f"Open: {len(open_now)}" in lines
     oldest = lines[lines.index(f"Open: {len(open_now)}") + 1]
-    assert oldest.startswith("Oldest open: LERS-2026-000008, 45d old")
+    assert oldest.startswith("Oldest open: LERS-2026-000009, 45d old")
     assert f"Overdue: {sum(1 for s in open_now if s[5] is not None and s[5] < 0)}" in lines
     # the same figures, written out, so that a slip in both computations would still show
-    assert "Outcomes: approved 2, partially approved 1, rejected 1, open 3" in lines
-    assert "Median time to decision: 7.0 h (4 decided)" in lines and "Overdue: 3" in lines
+    assert ("Outcomes: data produced in full 1, approved, no data found 1, data preserved 1, rejected 1, "
+            "open (not decided yet) 3, withdrawn by the requester 1") in lines
+    assert "Emergencies: 2 (approved, no data found 1, open (not decided yet) 1)" in lines
+    assert "Median time to decision: 4.0 h (5 decided)" in lines and "Overdue: 3" in lines
 
 
 async def test_healthz_reports_the_bot_api_answering_then_gone(
