@@ -433,6 +433,12 @@ async def test_the_gateway_reads_the_mailboxes_in_its_config(
     [reply] = harness.replies(to=alice.email)
     assert reply.subject == f"[{registered['ref']}] Request received"
     from gateway.cli import _imap_line
+
+    async def status_written() -> bool:  # the poller records its state just after moving the mail
+        [status] = await imap_status(harness.core.db, harness.settings)
+        return status["last_uid"] == 1
+
+    await until(status_written, 15, "the poller recorded the last UID")
     [status] = await imap_status(harness.core.db, harness.settings)
     line = _imap_line(status)
     assert line.startswith(f"provider  connected  127.0.0.1:{dovecot.port}/INBOX  last UID 1  backlog 0")
