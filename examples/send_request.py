@@ -15,9 +15,13 @@ import argparse
 import asyncio
 import contextlib
 import email
+import io
 import sys
+import tempfile
 import uuid
+import zipfile
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 
 import aiosmtplib
 import gnupg
@@ -100,12 +104,69 @@ class ReplyCatcher:
         return "250 OK"
 
 
+def show(gpg: gnupg.GPG, raw: bytes) -> None:
+    """A reply as the officer's mail client shows it; a production's files listed and checked."""
+    outer = email.message_from_bytes(raw)
+    encrypted = outer.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
+    clear = gpg.decrypt(encrypted)
+    inner = email.message_from_bytes(clear.data)
+    print(f"\nSubject: {outer['Subject']}")
+    print(f"Signed by the gateway key: {clear.valid} ({clear.fingerprint})\n")
+    files: dict[str, bytes] = {}
+    for part in inner.walk():
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        if part.get_filename():
+            files[part.get_filename() or ""] = payload
+        elif part.get_content_type() == "text/plain":
+            print(payload.decode())
+    if "manifest.json" in files:
+        with tempfile.TemporaryDirectory() as scratch:
+            (Path(scratch) / "manifest.json").write_bytes(files["manifest.json"])
+            (Path(scratch) / "manifest.json.asc").write_bytes(files["manifest.json.asc"])
+            with open(Path(scratch) / "manifest.json.asc", "rb") as signature:
+                verified = gpg.verify_file(signature, str(Path(scratch) / "manifest.json"))
+        print(f"manifest.json signed by the gateway: {verified.valid}")
+    for name, data in files.items():
+        print(f"attachment {name}: {len(data)} bytes")
+        if name == "production.zip":
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for entry in archive.infolist():
+                    print(f"  {entry.filename}: {len(archive.read(entry).splitlines()) - 1} rows")
+
+
+async def listen(settings: Settings, gpg: gnupg.GPG, seconds: float, count: int = 0) -> int:
+    """Play the smarthost only, printing each reply, e.g. after a reviewer's decision."""
+    catcher = ReplyCatcher()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(catcher), settings.outbound.host, settings.outbound.port)
+    print(f"listening on {settings.outbound.host}:{settings.outbound.port} for {seconds:.0f} s...",
+          flush=True)
+    shown = 0
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while not count or shown < count:
+                    show(gpg, await catcher.replies.get())
+                    shown += 1
+    finally:
+        server.close()
+    return 0
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config")
+    parser.add_argument("--listen", type=float, metavar="SECONDS",
+                        help="send nothing: print every reply the gateway sends for this long")
+    parser.add_argument("--count", type=int, default=0, metavar="N",
+                        help="with --listen: stop after N replies")
     args = parser.parse_args()
     settings = load_settings(config_path(args.config))
     gpg, fingerprint = officer_keyring(settings)
+    if args.listen:
+        return await listen(settings, gpg, args.listen, args.count)
     gpg.import_keys(await enrol(settings, gpg, fingerprint))
     catcher = ReplyCatcher()
     try:
@@ -131,13 +192,7 @@ async def main() -> int:
         return 1
     finally:
         server.close()
-    outer = email.message_from_bytes(raw)
-    encrypted = outer.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
-    clear = gpg.decrypt(encrypted)
-    inner = email.message_from_bytes(clear.data)
-    print(f"\nSubject: {outer['Subject']}")
-    print(f"Signed by the gateway key: {clear.valid} ({clear.fingerprint})\n")
-    print(inner.get_payload(decode=True).decode())  # type: ignore[union-attr]
+    show(gpg, raw)
     return 0
 
 

@@ -151,6 +151,20 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "help": (_help, "the list of commands"),
     "start": (_help, "the list of commands"),
 }
+async def run_reviewer_command(ctx: ReviewContext, name: str, reviewer: Reviewer,
+                               args: list[str]) -> ChatReply:
+    """One reviewer command, whoever carries it (the bot, or `lers review` for operators)."""
+    command = COMMANDS.get(name)
+    if command is None:
+        return ChatReply(f"Unknown command /{name}. /help lists the commands.")
+    ref = args[0].upper() if args and REF_PATTERN.fullmatch(args[0].upper()) else None
+    with request_scope(ref):
+        try:
+            return await command[0](ctx, reviewer, args)
+        except ReviewError as exc:
+            return ChatReply(str(exc))
+
+
 # inline buttons: data "verb:REF"; deciding verbs ask for confirmation ("verb!:REF" confirms)
 BUTTON_VERBS = {"show", "docs", "assign", "approve"}
 CONFIRM_FIRST = {"approve"}
@@ -278,15 +292,7 @@ class ChatBot:
         await self.send(update.effective_chat.id, reply)
 
     async def run_command(self, name: str, reviewer: Reviewer, args: list[str]) -> ChatReply:
-        command = COMMANDS.get(name)
-        if command is None:
-            return ChatReply(f"Unknown command /{name}. /help lists the commands.")
-        ref = args[0].upper() if args and REF_PATTERN.fullmatch(args[0].upper()) else None
-        with request_scope(ref):
-            try:
-                return await command[0](self.ctx, reviewer, args)
-            except ReviewError as exc:
-                return ChatReply(str(exc))
+        return await run_reviewer_command(self.ctx, name, reviewer, args)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     purged = quarantine.add_parser("purge", help="delete refused messages older than N days")
     purged.add_argument("--older-than", type=float, required=True, metavar="DAYS")
 
+    review = commands.add_parser("review", help="a reviewer's chat command, from the terminal")
+    review.add_argument("--as", dest="reviewer", type=int, required=True, metavar="TELEGRAM_USER_ID",
+                        help="the registered reviewer acting (their role applies)")
+    review.add_argument("words", nargs=argparse.REMAINDER, metavar="COMMAND",
+                        help="as in chat, e.g. /approve LERS-2026-000001 note")
     source = commands.add_parser("data-source", help="the platform's user data").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     source.add_parser("check", help="run every query of the mapping once and report problems")
@@ -554,6 +559,31 @@ async def cmd_audit_export(core: Core, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_review(core: Core, args: argparse.Namespace) -> int:
+    """The same plain functions the bot calls, for operators without Telegram (audited as the
+    reviewer, and marked as coming from the terminal)."""
+    from sqlalchemy import select
+
+    from gateway import audit
+    from gateway.chat import run_reviewer_command
+    from gateway.models import Reviewer
+    from handlers.review import ReviewContext
+    if not args.words:
+        raise CliError("give a command, e.g. lers review --as 123456789 /queue")
+    async with core.db.transaction() as session:
+        reviewer = await session.scalar(select(Reviewer).where(Reviewer.telegram_id == args.reviewer))
+        if reviewer is None or not reviewer.active:
+            raise CliError(f"no active reviewer with Telegram id {args.reviewer} (see lers reviewer list)")
+        await audit.record(session, f"reviewer:{reviewer.telegram_id}", "review.terminal", None,
+                           command=args.words[0].lstrip("/"))
+    reply = await run_reviewer_command(ReviewContext(core.settings, core.db, core.pgp),
+                                       args.words[0].lstrip("/").lower(), reviewer, args.words[1:])
+    print(reply.text)
+    for name, data, caption in reply.documents:
+        print(f"document {name}: {len(data)} bytes; {caption.splitlines()[-1]}")
+    return 0
+
+
 async def cmd_data_source_check(core: Core, args: argparse.Namespace) -> int:
     from gateway.datasource import DataSource, DataSourceError
     try:
@@ -649,6 +679,7 @@ COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "quarantine show": cmd_quarantine_show,
     "quarantine release": cmd_quarantine_release,
     "quarantine purge": cmd_quarantine_purge,
+    "review": cmd_review,
     "data-source check": cmd_data_source_check,
     "notices list": cmd_notices_list,
     "audit verify": cmd_audit_verify,

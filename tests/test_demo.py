@@ -30,6 +30,26 @@ async def test_the_demo_prints_the_acknowledgement() -> None:
         assert "Subject: [LERS-" in demo.stdout and "] Request received" in demo.stdout
         assert "Signed by the gateway key: True" in demo.stdout
         assert "Case number:      DEMO-2026-001" in demo.stdout
+        ref = demo.stdout.split("Subject: [", 1)[1].split("]", 1)[0]
+
+        # the README's walk-through goes on without Telegram: a reviewer acts from the terminal
+        lers = [sys.executable, "-m", "gateway", "--config", str(config)]
+        added = await asyncio.to_thread(subprocess.run, [*lers, "reviewer", "add", "1001", "--name", "Anna",
+                                                         "--role", "approver"],
+                                        cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        assert added.returncode == 0, added.stderr
+        listener = await asyncio.to_thread(
+            subprocess.Popen, [sys.executable, "examples/send_request.py", "--config", str(config),
+                               "--listen", "60", "--count", "1"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert listener.stdout is not None
+        assert "listening on" in await asyncio.to_thread(listener.stdout.readline)
+        approved = await asyncio.to_thread(subprocess.run, [*lers, "review", "--as", "1001", "/approve", ref],
+                                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        assert approved.returncode == 0 and f"{ref} approved" in approved.stdout, approved.stderr
+        out, err = await asyncio.to_thread(listener.communicate, timeout=90)
+        assert listener.returncode == 0, err
+        assert f"Subject: [{ref}] Request approved" in out and "The data is preserved until" in out
     finally:
         await asyncio.to_thread(gateway.stop)
         await asyncio.to_thread(cleanup, home)
