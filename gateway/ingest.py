@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -105,9 +106,15 @@ class GroupCommit:
     which gives every caller its own answer.
     """
 
+    LINGER = 0.002  # at most this long for messages already on their way (see `incoming`)
+
     def __init__(self, db: Database, max_batch: int = 64, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.db = db
         self.max_batch, self.max_bytes = max_batch, max_bytes
+        # transactions that said MAIL FROM and wait for their answer (key -> when): with several
+        # senders, their next messages arrive within a round trip of the last commit, and a batch
+        # that waits for them (LINGER at most) commits them together instead of one by one
+        self.incoming: dict[object, float] = {}
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
@@ -131,7 +138,13 @@ class GroupCommit:
         while True:
             batch = [await self.queue.get()]
             size = len(batch[0].raw)
-            while not self.queue.empty() and len(batch) < self.max_batch and size < self.max_bytes:
+            until = time.monotonic() + self.LINGER
+            while len(batch) < self.max_batch and size < self.max_bytes:
+                if self.queue.empty():
+                    if len(batch) >= self._expected() or time.monotonic() >= until:
+                        break
+                    await asyncio.sleep(0.0002)
+                    continue
                 batch.append(self.queue.get_nowait())
                 size += len(batch[-1].raw)
             try:
@@ -150,6 +163,19 @@ class GroupCommit:
             for item, result in zip(batch, results, strict=True):
                 if not item.done.done():
                     item.done.set_result(result)
+
+    def starting(self, key: object) -> None:
+        """A sender said MAIL FROM: its message may join the next batch."""
+        self.incoming[key] = time.monotonic()
+
+    def finished(self, key: object) -> None:
+        self.incoming.pop(key, None)
+
+    def _expected(self) -> int:
+        now = time.monotonic()
+        if len(self.incoming) > 1000 or any(now - t > 10 for t in self.incoming.values()):
+            self.incoming = {k: t for k, t in self.incoming.items() if now - t <= 10}  # abandoned
+        return len(self.incoming)
 
     async def _alone(self, item: _Pending) -> None:
         try:

@@ -72,6 +72,7 @@ class SmtpIngress:
             return "451 4.7.1 Too many messages; try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        self.writer.starting(session)
         return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -95,6 +96,8 @@ class SmtpIngress:
         except Exception:
             log.exception("could not store an inbound message", extra={"peer": peer})
             return "451 4.3.0 Temporarily unable to store the message, try again later"
+        finally:
+            self.writer.finished(session)
         self.on_stored()
         log.info("message stored", extra={"message_id": result.message_id, "peer": peer,
                                           "duplicate": result.duplicate, "size": len(raw)})
