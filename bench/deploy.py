@@ -91,8 +91,10 @@ def known_keys(section: str) -> set[str]:
     return {f.name for f in dataclasses.fields(typing.get_type_hints(Settings)[section])}
 
 
-def config_text(*, smtp_port: int, sink_port: int, database_url: str, max_message_bytes: int) -> str:
-    """The measured gateway's config: the defaults, except what a benchmark on loopback must change."""
+def config_text(*, smtp_port: int, sink_port: int, database_url: str, max_message_bytes: int,
+                telegram: dict[str, object] | None = None) -> str:
+    """The measured gateway's config: the defaults, except what a benchmark on loopback must change
+    (and, for the reviewer path, the stand-in Bot API's address)."""
     sections: dict[str, dict[str, object]] = {
         "gateway": {"address": GATEWAY_ADDRESS, "data_dir": "data"},
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "max_message_bytes": max_message_bytes},
@@ -103,6 +105,9 @@ def config_text(*, smtp_port: int, sink_port: int, database_url: str, max_messag
         "policy": {"max_signature_age_hours": 0},
         "worker": {"gpg_threads": GPG_THREADS, "poll_seconds": 0.05},
     }
+    if telegram:
+        sections["telegram"] = {"enabled": True, "token": telegram["token"], "base_url": telegram["base_url"],
+                                "base_file_url": telegram["base_file_url"], "poll_timeout_seconds": 1}
     optional: dict[str, dict[str, object]] = {
         # all load comes from 127.0.0.1 with one envelope sender: the abuse limits would measure themselves
         "smtp": {"max_messages_per_minute_per_client": 0, "max_messages_per_minute_per_sender": 0},
@@ -164,7 +169,8 @@ class Template:
 class Deployment:
     """One gateway process with its own config, data dir (a copy of the template) and database."""
 
-    def __init__(self, template: Template, sink_port: int, database_url: str | None) -> None:
+    def __init__(self, template: Template, sink_port: int, database_url: str | None,
+                 telegram: dict[str, object] | None = None) -> None:
         self.home = short_dir("lb-")
         self.port = free_port()
         self.config = self.home / "config.toml"
@@ -172,7 +178,7 @@ class Deployment:
         self.process: subprocess.Popen[bytes] | None = None
         self.config.write_text(config_text(smtp_port=self.port, sink_port=sink_port,
                                            database_url=database_url or "",
-                                           max_message_bytes=template.max_message_bytes))
+                                           max_message_bytes=template.max_message_bytes, telegram=telegram))
         data = self.home / "data"
         try:
             data.mkdir(mode=0o700)
@@ -183,6 +189,9 @@ class Deployment:
             else:
                 lers(self.config, "db", "copy", "--from",
                      f"sqlite+aiosqlite:///{template.data / 'lers.db'}", "--to", database_url)
+            if telegram:
+                lers(self.config, "reviewer", "add", str(telegram["user"]), "--name", "Bench Reviewer",
+                     "--role", "approver")
         except BaseException:
             self.stop()
             raise

@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bench.deploy import BenchError
-from bench.mails import GATEWAY_ADDRESS, INGRESS_TEMPLATE_ID, OFFICER_EMAIL, load
+from bench.mails import FLOOD_TEMPLATE_ID, GATEWAY_ADDRESS, INGRESS_TEMPLATE_ID, OFFICER_EMAIL, load
 
 SMTP_TIMEOUT = 120.0
 IN_REPLY_TO = re.compile(rb"^In-Reply-To:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 SUBJECT = re.compile(rb"^Subject:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
+REF = re.compile(r"LERS-\d{4}-\d{6}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class AckSink:
     def __init__(self) -> None:
         self.acks: dict[str, float] = {}
         self.subjects: dict[str, str] = {}
+        self.later: dict[str, list[tuple[float, str]]] = {}  # every reply after the first (decisions)
         self.unmatched = 0
         self.changed = asyncio.Event()
 
@@ -61,9 +64,11 @@ class AckSink:
             self.unmatched += 1
         else:
             key = match.group(1).decode()
-            self.acks.setdefault(key, now)
             subject = SUBJECT.search(head)
             text = subject.group(1).decode(errors="replace").strip() if subject else ""
+            if key in self.acks:
+                self.later.setdefault(key, []).append((now, text))
+            self.acks.setdefault(key, now)
             self.subjects.setdefault(key, text)
         self.changed.set()
         return "250 2.0.0 OK"
@@ -73,6 +78,7 @@ class AckSink:
         for mid in ids:
             self.acks.pop(mid, None)
             self.subjects.pop(mid, None)
+            self.later.pop(mid, None)
 
     async def wait_for(self, ids: set[str], deadline: float) -> set[str]:
         """Wait (until `deadline`) for a reply to each id; returns the ids still unanswered."""
@@ -200,8 +206,162 @@ async def deliver(sink: AckSink, *, port: int, path: str, mode: str, senders: in
     }
 
 
+def _latencies(out: list[Delivery], acks: dict[str, float], deadline: float) -> list[float]:
+    """Arrival to acknowledgement per accepted mail; a missing one counts as the whole wait."""
+    return [acks.get(d.message_id, deadline) - d.start for d in out if d.ok]
+
+
+async def flood(sink: AckSink, *, port: int, templates: list[bytes], tag: str, rate: float, duration: float,
+                senders: int, real_path: str, real_rate: float, ack_timeout: float) -> dict[str, Any]:
+    """Item 4: forged mail at `rate`/s on `senders` persistent connections for `duration` s (each copy
+    made distinct by its Message-ID), while real signed requests arrive at `real_rate`/s, each on a
+    connection of its own as an officer's mail server sends it. The flood is open loop: copy i is
+    due at start + i/rate, and a sender that falls behind sends the next at once (the achieved rate
+    says how much the gateway took)."""
+    marker = FLOOD_TEMPLATE_ID.encode()
+    real = load(Path(real_path))
+    sink.forget(mid for mid, _ in real)
+    counter = iter(range(10**9))
+    flood_out: list[Delivery] = []
+    start = time.monotonic()
+    closes = start + duration
+
+    def forged() -> Iterator[tuple[str, bytes]]:
+        while True:
+            i = next(counter)
+            due = start + i / rate
+            if due >= closes:
+                return
+            mid = f"<flood-{tag}-{i:07d}@police.test>"
+            yield mid, templates[i % len(templates)].replace(marker, mid.encode(), 1)
+
+    feed = forged()
+
+    async def flood_sender() -> None:
+        client = await _connect(port)
+        try:
+            for mid, raw in feed:
+                index = int(mid.split("-")[-1].split("@")[0])
+                await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+                if time.monotonic() >= closes:
+                    break
+                began, ok, reply = time.monotonic(), False, ""
+                try:
+                    errors, _ = await client.sendmail(OFFICER_EMAIL, [GATEWAY_ADDRESS], raw)
+                    ok = not errors
+                except aiosmtplib.SMTPResponseException as refused:
+                    reply = f"{refused.code} {refused.message}"
+                except (aiosmtplib.SMTPException, OSError) as exc:
+                    reply = f"{type(exc).__name__}: {exc}"
+                    client.close()
+                    client = await _connect(port)
+                flood_out.append(Delivery(mid, began, time.monotonic(), ok, reply))
+        finally:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await client.quit()
+            client.close()
+
+    async def real_sender() -> list[Delivery]:
+        tasks = []
+        for index, (mid, raw) in enumerate(real):
+            await asyncio.sleep(max(0.0, start + 0.5 + index / real_rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one_shot(port, mid, raw)))
+        return list(await asyncio.gather(*tasks))
+
+    results = await asyncio.gather(real_sender(), *(flood_sender() for _ in range(senders)))
+    real_out: list[Delivery] = results[0]
+    flood_ended = time.monotonic()
+    deadline = time.monotonic() + ack_timeout
+    missing = await sink.wait_for({d.message_id for d in real_out if d.ok}, deadline)
+    accepted = [d for d in flood_out if d.ok]
+    in_window = [d for d in accepted if d.done < closes]
+    return {
+        "latencies": _latencies(real_out, sink.acks, deadline),
+        "real_refusals": [d.reply for d in real_out if not d.ok],
+        "missing": sorted(missing),
+        "subjects": {d.message_id: sink.subjects.get(d.message_id, "") for d in real_out},
+        "flood_sent": len(flood_out), "flood_accepted": len(accepted),
+        "flood_rate": len(in_window) / duration,
+        "flood_refused": sorted({d.reply for d in flood_out if not d.ok})[:3],
+        "flood_p99": sorted(d.done - d.start for d in accepted)[int(0.99 * (len(accepted) - 1))]
+        if accepted else 0.0,
+        "overrun": flood_ended - closes,
+    }
+
+
+class Reviewers:
+    """The stand-in Bot API (tests/support/telegram_stub.py) with one approver in a private chat."""
+
+    USER = 4242
+    TOKEN = "424242:bench-token"
+
+    def __init__(self) -> None:
+        from tests.support.telegram_stub import FakeBotApi
+
+        self.api = FakeBotApi(self.TOKEN, max_poll_timeout=1.0)
+
+
+REVIEWERS: list[Reviewers] = []
+
+
+async def telegram(sink: AckSink) -> dict[str, Any]:
+    """Start the stand-in Bot API in this process (once); the gateway's [telegram] points at it."""
+    if not REVIEWERS:
+        reviewers = Reviewers()
+        await reviewers.api.start()
+        REVIEWERS.append(reviewers)
+    api = REVIEWERS[0].api
+    return {"base_url": api.base_url, "base_file_url": api.base_file_url, "token": Reviewers.TOKEN,
+            "user": Reviewers.USER}
+
+
+def _says(chat: int | None, text: str, call: Any) -> bool:
+    return (chat is None or call.chat_id == chat) and text in str(call.params.get("text", ""))
+
+
+async def reviewer_path(sink: AckSink, *, port: int, path: str, ack_timeout: float) -> dict[str, Any]:
+    """Item 6: for each request, one after the other: send it, wait for its acknowledgement, then the
+    reviewer types `/approve REF` in the chat; timed from the update's arrival at the Bot API to the
+    decision mail at the smarthost (and to the bot's answer in the chat)."""
+    api, user = REVIEWERS[0].api, Reviewers.USER
+    mails = load(Path(path))
+    sink.forget(mid for mid, _ in mails)
+    to_mail, to_chat = [], []
+    for mid, raw in mails:
+        delivery = await one_shot(port, mid, raw)
+        if not delivery.ok:
+            raise BenchError(f"request refused: {delivery.reply}")
+        if await sink.wait_for({mid}, time.monotonic() + ack_timeout):
+            raise BenchError(f"no acknowledgement of {mid} within {ack_timeout:.0f} s")
+        found = REF.search(sink.subjects[mid])
+        if found is None:
+            raise BenchError(f"no reference in the acknowledgement's subject {sink.subjects[mid]!r}")
+        ref = found.group(0)
+        await api.wait_for_sent(partial(_says, None, ref), timeout=ack_timeout)  # the new-request notice
+        mark = len(api.sent)
+        approved = time.monotonic()
+        api.inject_message(user, user, f"/approve {ref} bench")
+        answer = await api.wait_for_sent(partial(_says, user, f"{ref} approved"), timeout=ack_timeout,
+                                         after=mark)
+        to_chat.append(time.monotonic() - approved)
+        deadline = time.monotonic() + ack_timeout
+        while time.monotonic() < deadline:
+            decided = [t for t, subject in sink.later.get(mid, []) if "approved" in subject]
+            if decided:
+                to_mail.append(decided[0] - approved)
+                break
+            sink.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sink.changed.wait(), timeout=0.5)
+        else:
+            raise BenchError(f"no decision mail for {ref} within {ack_timeout:.0f} s "
+                             f"(chat said: {answer.params.get('text')!r})")
+    return {"to_mail": to_mail, "to_chat": to_chat}
+
+
 Command = Callable[..., Awaitable[dict[str, Any]]]
-COMMANDS: dict[str, Command] = {"ingress": ingress, "deliver": deliver}
+COMMANDS: dict[str, Command] = {"ingress": ingress, "deliver": deliver, "flood": flood, "telegram": telegram,
+                                "reviewer_path": reviewer_path}
 
 
 async def _serve(conn: Connection) -> None:
@@ -224,6 +384,8 @@ async def _serve(conn: Connection) -> None:
                 conn.send(("error", traceback.format_exc()))
     finally:
         server.close()
+        for reviewers in REVIEWERS:
+            await reviewers.api.stop()
 
 
 def child_main(conn: Connection) -> None:

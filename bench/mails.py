@@ -18,6 +18,7 @@ from tests.support.mail_factory import (
     pdf_bytes,
     request_body,
     signed_request_mail,
+    unsigned_mail,
 )
 from tests.support.officer_keys import OfficerKeyring, TestKey
 
@@ -119,3 +120,34 @@ def load(path: Path) -> MailSet:
     with open(path, "rb") as handle:
         mails: MailSet = pickle.load(handle)
     return mails
+
+
+FLOOD_TEMPLATE_ID = "<bench-flood-template@police.test>"
+ATTACKER_EMAIL = "mallory@attacker.test"
+
+
+def flood_templates(ring: OfficerKeyring, officer: TestKey, attacker: TestKey) -> list[bytes]:
+    """What a flood of forged mail in an officer's name looks like, one template per kind; the
+    load process makes each copy distinct through its Message-ID.
+
+    - unsigned: plain text From the officer (anyone can write a From header);
+    - malformed: multipart/signed whose signature part is no OpenPGP signature at all;
+    - forged: correctly signed, but by the attacker's own key, From the officer.
+    None of them may cost the real officer's requests their place in the queue.
+    """
+    body = request_body(type="emergency_disclosure", case_number="FLOOD-0001",
+                        legal_basis="urgent", emergency_justification="life at risk",
+                        supervisor="Sgt. Nobody")
+    unsigned = unsigned_mail(from_addr=officer.email, body=body, message_id=FLOOD_TEMPLATE_ID,
+                             subject="URGENT emergency disclosure")
+    forged = signed_request_mail(ring, attacker, from_addr=officer.email, body=body,
+                                 message_id=FLOOD_TEMPLATE_ID, subject="URGENT emergency disclosure")
+    signature_at = forged.rfind(b"-----BEGIN PGP SIGNATURE-----")
+    end = b"-----END PGP SIGNATURE-----"
+    signature_end = forged.find(end, signature_at) + len(end)
+    malformed = forged[:signature_at] + b"this is not a signature" + forged[signature_end:]
+    templates = [unsigned, malformed, forged]
+    for raw in templates:
+        if raw.count(FLOOD_TEMPLATE_ID.encode()) != 1:
+            raise RuntimeError("a flood template must name its Message-ID exactly once")
+    return templates

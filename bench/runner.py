@@ -25,7 +25,7 @@ from typing import Any
 from bench import floor, mails
 from bench.deploy import GPG_THREADS, REPO, BareServer, BenchError, Deployment, Template, short_dir
 from bench.load import LoadProcess, LoadTimeout
-from bench.report import Report, Target, Todo, percentile
+from bench.report import Report, Target, percentile
 from tests.support.officer_keys import OfficerKeyring
 
 MB = 1_000_000
@@ -48,15 +48,22 @@ class Plan:
     saturation_count: int
     attachment_bytes: int
     together: int
+    flood_rate: float
+    flood_duration: float
+    flood_senders: int
+    real_rate: float
+    reviewer_count: int
     warmups: int = 3
 
 
 FULL = Plan(runs=3, ingress_levels=(1, 10, 50), ingress_warmup=0.5, ingress_duration=3.0, ingress_pool=20_000,
             verified_count=400, verified_senders=10, fixed_rate=20.0, latency_count=300, saturation_count=300,
-            attachment_bytes=25 * MB, together=20)
+            attachment_bytes=25 * MB, together=20, flood_rate=500.0, flood_duration=30.0, flood_senders=25,
+            real_rate=1.0, reviewer_count=10)
 QUICK = Plan(runs=1, ingress_levels=(1, 10, 50), ingress_warmup=0.1, ingress_duration=0.4, ingress_pool=4_000,
              verified_count=10, verified_senders=10, fixed_rate=20.0, latency_count=6, saturation_count=6,
-             attachment_bytes=200_000, together=5, warmups=1)
+             attachment_bytes=200_000, together=5, flood_rate=100.0, flood_duration=2.0, flood_senders=5,
+             real_rate=2.0, reviewer_count=2, warmups=1)
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
@@ -198,8 +205,20 @@ class Bench:
         r.define("memory.many.receive", 5, f"peak − idle until all 250s, {plan.together} at once",
                  "MB")
         r.define("memory.many.children", 5, f"peak RSS of its child processes, {plan.together} at once", "MB")
-        r.todos += [Todo(4, "flood: p99 ack latency of real requests during 500 forged mails/s"),
-                    Todo(6, "reviewer path: /approve to final response at the smarthost")]
+        flood = f"{plan.flood_rate:g} forged mails/s for {plan.flood_duration:g} s"
+        real = f"real requests at {plan.real_rate:g}/s"
+        r.define("flood.calm.p50", 4, f"{real}, no flood: ack latency p50", "s")
+        r.define("flood.calm.p99", 4, f"{real}, no flood: ack latency p99", "s")
+        r.define("flood.during.p50", 4, f"real requests during the flood ({flood}): ack latency p50", "s")
+        r.define("flood.during.p99", 4, f"real requests during the flood ({flood}): ack latency p99", "s",
+                 Target("<", 2.0))
+        r.define("flood.accepted", 4, "flood: forged mails answered 250 per second (offered "
+                 f"{plan.flood_rate:g}/s)", "msg/s")
+        r.define("flood.p99", 4, "flood: forged mail, MAIL to 250, p99", "s")
+        r.define("reviewer.mail.p50", 6, "reviewer path: /approve to the decision mail at the smarthost, p50",
+                 "s")
+        r.define("reviewer.mail.max", 6, f"reviewer path: the same, slowest of {plan.reviewer_count}", "s")
+        r.define("reviewer.chat.p50", 6, "reviewer path: /approve to the bot's answer in the chat, p50", "s")
 
     # -- preparation -------------------------------------------------------------------------------
 
@@ -227,6 +246,12 @@ class Bench:
         self.big_one_set = self._save("big1", big[:1])
         self.big_all_set = self._save("bigN", big)
         self.big_mail_bytes = len(big[0][1])
+        attacker = ring.create_key(mails.ATTACKER_EMAIL, "Mallory")
+        self.flood_templates = mails.flood_templates(ring, officer, attacker)
+        self.real_count = real = max(2, round(plan.flood_duration * plan.real_rate))
+        self.calm_set = self._save("calm", mails.signed_set(ring, officer, "calm", real))
+        self.flooded_set = self._save("flooded", mails.signed_set(ring, officer, "flooded", real))
+        self.reviewed_set = self._save("rev", mails.signed_set(ring, officer, "rev", plan.reviewer_count))
         self.report.meta["big_mail_bytes"] = self.big_mail_bytes
         del big, verified
         say(f"prepared in {time.monotonic() - started:.1f} s; making the template data dir...")
@@ -248,8 +273,9 @@ class Bench:
         return str(mails.save(mail_set, self.work / f"{name}.pickle"))
 
     @contextlib.contextmanager
-    def gateway(self, roles: str | None = None) -> Iterator[Deployment]:
-        deployment = Deployment(self.template, self.load.sink_port, self.new_database())
+    def gateway(self, roles: str | None = None,
+                telegram: dict[str, Any] | None = None) -> Iterator[Deployment]:
+        deployment = Deployment(self.template, self.load.sink_port, self.new_database(), telegram)
         try:
             deployment.start(roles)
             yield deployment
@@ -364,9 +390,54 @@ class Bench:
                                 to_mb(max(0, sampler.peak(until=result["all_accepted"]) - idle)))
                 self.report.add(f"memory.{key}.children", to_mb(sampler.children_peak()))
 
+    def flood(self, run: int) -> None:
+        """Item 4: real requests at `real_rate`/s on a calm gateway, then on the same gateway during a
+        flood of forged mail (unsigned, malformed, signed by an unknown key; all From the officer)."""
+        plan, report = self.plan, self.report
+        with self.gateway() as deployment:
+            self.warm_up(deployment)
+            calm = self.deliver(deployment, self.calm_set, "paced", self.real_count, rate=plan.real_rate,
+                                ack_timeout=60)
+            latencies = [calm["acks"][mid] - start for mid, start, _done, _ok in calm["deliveries"]]
+            report.add("flood.calm.p50", percentile(latencies, 0.50))
+            report.add("flood.calm.p99", percentile(latencies, 0.99))
+            ack_timeout = 120.0
+            result = self.load.call("flood", timeout=plan.flood_duration + ack_timeout + 300,
+                                    port=deployment.port,
+                                    templates=self.flood_templates, tag=f"r{run}", rate=plan.flood_rate,
+                                    duration=plan.flood_duration, senders=plan.flood_senders,
+                                    real_path=self.flooded_set, real_rate=plan.real_rate,
+                                    ack_timeout=ack_timeout)
+            if result["real_refusals"]:
+                raise BenchError(f"real requests refused during the flood: {result['real_refusals'][:3]}")
+            if result["missing"]:
+                report.note("flood.during.p99", f"run {run + 1}: {len(result['missing'])} real requests not "
+                            f"acknowledged within {ack_timeout:.0f} s after the flood (counted as that)")
+            other = {s for s in result["subjects"].values() if s and "Request received" not in s}
+            if other:
+                raise BenchError(f"a real request was answered with something else: {sorted(other)}")
+            if result["flood_refused"]:
+                report.note("flood.accepted", f"run {run + 1}: some forged mail was not answered 250: "
+                            f"{result['flood_refused']}")
+            report.add("flood.during.p50", percentile(result["latencies"], 0.50))
+            report.add("flood.during.p99", percentile(result["latencies"], 0.99))
+            report.add("flood.accepted", result["flood_rate"])
+            report.add("flood.p99", result["flood_p99"])
+
+    def reviewer(self, run: int) -> None:
+        """Item 6: a gateway with the chat role talking to the stand-in Bot API in the load process."""
+        telegram = self.load.call("telegram", timeout=30)
+        with self.gateway(telegram=telegram) as deployment:
+            self.warm_up(deployment)
+            result = self.load.call("reviewer_path", timeout=120 + 60 * self.plan.reviewer_count,
+                                    port=deployment.port, path=self.reviewed_set, ack_timeout=60)
+        self.report.add("reviewer.mail.p50", percentile(result["to_mail"], 0.50))
+        self.report.add("reviewer.mail.max", max(result["to_mail"]))
+        self.report.add("reviewer.chat.p50", percentile(result["to_chat"], 0.50))
+
     def run_all(self) -> None:
         sections = (("ingress", self.ingress), ("verified and latency", self.verified),
-                    ("memory", self.memory))
+                    ("flood", self.flood), ("reviewer path", self.reviewer), ("memory", self.memory))
         for run in range(self.runs):
             for name, section in sections:
                 say(f"run {run + 1}/{self.runs}: {name}...")

@@ -175,6 +175,7 @@ class Gateway:
         self.stop_event = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
         self._server: asyncio.Server | None = None
+        self._ingress: SmtpIngress | None = None
         self.smtp_port: int | None = None
         self.duties: list[Duty] = []
         self.chat_duty: Duty | None = None
@@ -236,7 +237,8 @@ class Gateway:
         if self.chat is not None:  # first: a bad token stops the start before we take mail
             await self.chat.initialize()
         if "smtp" in self.roles:
-            handler = SmtpIngress(settings, db, on_stored=self._wake_worker)
+            handler = self._ingress = SmtpIngress(settings, db, on_stored=self._wake_worker,
+                                                        pgp=self.core.pgp)
             loop = asyncio.get_running_loop()
             self._server = await loop.create_server(smtp_factory(handler, settings),
                                                     host=settings.smtp.host, port=settings.smtp.port)
@@ -284,6 +286,8 @@ class Gateway:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._ingress is not None:
+            await self._ingress.writer.close()
         for task in self.tasks:
             try:
                 await asyncio.wait_for(task, timeout=15)

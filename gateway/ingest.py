@@ -9,8 +9,11 @@ re-fetch, not a new request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from dataclasses import dataclass
+import logging
+import time
+from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
@@ -22,6 +25,7 @@ from gateway.db import Database
 from gateway.models import Message
 
 LARGE = 1024 * 1024  # hash bigger messages in a thread, off the event loop
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,16 @@ class IngestResult:
     duplicate: bool
 
 
+async def sha256_of(raw: bytes) -> str:
+    return (hashlib.sha256(raw).hexdigest() if len(raw) < LARGE
+            else await asyncio.to_thread(lambda: hashlib.sha256(raw).hexdigest()))
+
+
 async def ingest(db: Database, raw: bytes, *, transport: str, peer: str | None = None,
                  envelope_from: str | None = None,
-                 envelope_to: list[str] | None = None) -> IngestResult:
+                 envelope_to: list[str] | None = None, priority: int = 0) -> IngestResult:
     """Store the raw bytes and enqueue their processing, in one transaction."""
-    digest = (hashlib.sha256(raw).hexdigest() if len(raw) < LARGE
-              else await asyncio.to_thread(lambda: hashlib.sha256(raw).hexdigest()))
+    digest = await sha256_of(raw)
     try:
         async with db.transaction() as session:
             existing = await session.scalar(
@@ -52,7 +60,7 @@ async def ingest(db: Database, raw: bytes, *, transport: str, peer: str | None =
             )
             session.add(message)
             await session.flush()
-            queue.enqueue(session, "inbound", message_id=message.id)
+            queue.enqueue(session, "inbound", message_id=message.id, priority=priority)
             await audit.record(session, "system", "inbound.received", f"message:{message.id}",
                                transport=transport, peer=peer, sha256=digest, size=len(raw))
             return IngestResult(message.id, duplicate=False)
@@ -72,3 +80,148 @@ def _header_message_id(raw: bytes) -> str | None:
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
     value = headers.get("Message-ID")
     return "".join(str(value).split())[:998] if value else None  # unfolded, no whitespace at all
+
+
+@dataclass
+class _Pending:
+    raw: bytes
+    digest: str
+    transport: str
+    peer: str | None
+    envelope_from: str | None
+    envelope_to: list[str]
+    priority: int
+    done: asyncio.Future[IngestResult] = field(repr=False)
+
+
+class GroupCommit:
+    """One writer task that stores whatever arrived meanwhile in one transaction (DESIGN.md:
+    "one writer with group commit"): each caller's `store` returns only once its batch is
+    committed, so SMTP still answers 250 after the commit, never before.
+
+    A batch is what queued up while the previous one committed (at most `max_batch` messages and
+    about `max_bytes`), so one sender alone waits for one commit, as before, and many senders
+    share commits. If a batch fails as a whole (a copy of the same bytes stored by another
+    process meanwhile, a database error), each of its messages is stored on its own with `ingest`,
+    which gives every caller its own answer.
+    """
+
+    LINGER = 0.002  # at most this long for messages already on their way (see `incoming`)
+
+    def __init__(self, db: Database, max_batch: int = 64, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.db = db
+        self.max_batch, self.max_bytes = max_batch, max_bytes
+        # transactions that said MAIL FROM and wait for their answer (key -> when): with several
+        # senders, their next messages arrive within a round trip of the last commit, and a batch
+        # that waits for them (LINGER at most) commits them together instead of one by one
+        self.incoming: dict[object, float] = {}
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def store(self, raw: bytes, *, transport: str, peer: str | None = None,
+                    envelope_from: str | None = None,
+                    envelope_to: list[str] | None = None, priority: int = 0) -> IngestResult:
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._write(), name="ingest-writer")
+        item = _Pending(raw, await sha256_of(raw), transport, peer, envelope_from, list(envelope_to or []),
+                        priority, asyncio.get_running_loop().create_future())
+        self.queue.put_nowait(item)
+        return await asyncio.shield(item.done)  # a dropped connection does not cancel the batch
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _write(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            size = len(batch[0].raw)
+            until = time.monotonic() + self.LINGER
+            while len(batch) < self.max_batch and size < self.max_bytes:
+                if self.queue.empty():
+                    if len(batch) >= self._expected() or time.monotonic() >= until:
+                        break
+                    await asyncio.sleep(0.0002)
+                    continue
+                batch.append(self.queue.get_nowait())
+                size += len(batch[-1].raw)
+            try:
+                results = await self._commit(batch)
+            except asyncio.CancelledError:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.cancel()
+                raise
+            except Exception:
+                if len(batch) > 1:
+                    log.warning("group commit failed, storing the batch one by one",
+                                extra={"count": len(batch)}, exc_info=True)
+                await asyncio.gather(*(self._alone(item) for item in batch))
+                continue
+            for item, result in zip(batch, results, strict=True):
+                if not item.done.done():
+                    item.done.set_result(result)
+
+    def starting(self, key: object) -> None:
+        """A sender said MAIL FROM: its message may join the next batch."""
+        self.incoming[key] = time.monotonic()
+
+    def finished(self, key: object) -> None:
+        self.incoming.pop(key, None)
+
+    def _expected(self) -> int:
+        now = time.monotonic()
+        if len(self.incoming) > 1000 or any(now - t > 10 for t in self.incoming.values()):
+            self.incoming = {k: t for k, t in self.incoming.items() if now - t <= 10}  # abandoned
+        return len(self.incoming)
+
+    async def _alone(self, item: _Pending) -> None:
+        try:
+            result = await ingest(self.db, item.raw, transport=item.transport, peer=item.peer,
+                                  envelope_from=item.envelope_from, envelope_to=item.envelope_to,
+                                  priority=item.priority)
+        except Exception as exc:
+            if not item.done.done():
+                item.done.set_exception(exc)
+            return
+        if not item.done.done():
+            item.done.set_result(result)
+
+    async def _commit(self, batch: list[_Pending]) -> list[IngestResult]:
+        """`ingest` for several messages: one transaction, one look-up of known digests, one
+        flush of the messages, one of the jobs and the audit entries."""
+        async with self.db.transaction() as session:
+            digests = {item.digest for item in batch}
+            known = dict((await session.execute(
+                select(Message.sha256, Message.id).where(Message.direction == "inbound",
+                                                         Message.sha256.in_(digests)))).all())
+            new: dict[str, Message] = {}
+            for item in batch:
+                if item.digest in known or item.digest in new:
+                    continue
+                new[item.digest] = Message(
+                    direction="inbound", transport=item.transport, sha256=item.digest, raw=item.raw,
+                    size=len(item.raw), header_message_id=_header_message_id(item.raw), peer=item.peer,
+                    envelope_from=item.envelope_from, envelope_to=item.envelope_to,
+                )
+            session.add_all(new.values())
+            await session.flush()
+            results, entries, firsts = [], [], set()
+            for item in batch:
+                message = new.get(item.digest)
+                if message is not None and item.digest not in firsts:
+                    firsts.add(item.digest)
+                    queue.enqueue(session, "inbound", message_id=message.id, priority=item.priority)
+                    entries.append(("system", "inbound.received", f"message:{message.id}",
+                                    {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
+                                     "size": len(item.raw)}))
+                    results.append(IngestResult(message.id, duplicate=False))
+                else:
+                    existing = known.get(item.digest) or new[item.digest].id
+                    entries.append(("system", "inbound.duplicate", f"message:{existing}",
+                                    {"transport": item.transport, "peer": item.peer, "sha256": item.digest}))
+                    results.append(IngestResult(existing, duplicate=True))
+            await audit.record_many(session, entries)
+        return results

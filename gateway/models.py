@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -279,6 +280,8 @@ class Job(Base):
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     payload: Mapped[dict[str, Any]] = mapped_column(SealedJSON("jobs.payload"), default=dict)
     state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    # 0 first; 1: inbound mail that does not look signed by a key we hold (gateway/triage.py)
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_after: Mapped[datetime] = mapped_column(default=utcnow)
     lease_until: Mapped[datetime | None]

@@ -210,19 +210,24 @@ class OutboxSender:
             rows = list(await session.scalars(select(Outbox).where(Outbox.id.in_(ids))
                                               .order_by(Outbox.id))) if ids else []
             suspended = await _suspended_recipients(session, {row.recipient for row in rows})
-        sent = 0
-        for row in rows:
-            if row.recipient in suspended:  # sent nothing until reinstated
-                await self._hold(row, SUSPENDED_HOLD)
-                continue
-            refs = find_refs(row.subject)  # our own subject: "[REF] ..." when it is about a request
-            with request_scope(refs[0] if refs else None):
-                try:
-                    sent += await self._send_one(row)
-                except Exception as exc:
-                    log.exception("reply could not be prepared", extra={"outbox_id": row.id})
-                    await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
-        return sent
+        # as many rows at once as gpg has threads: signing one reply while the next is encrypted
+        # or handed to the smarthost, instead of one after the other
+        slots = asyncio.Semaphore(max(1, self.settings.worker.gpg_threads))
+
+        async def one(row: Outbox) -> int:
+            async with slots:
+                if row.recipient in suspended:  # sent nothing until reinstated
+                    await self._hold(row, SUSPENDED_HOLD)
+                    return 0
+                refs = find_refs(row.subject)  # our own subject: "[REF] ..." when about a request
+                with request_scope(refs[0] if refs else None):
+                    try:
+                        return await self._send_one(row)
+                    except Exception as exc:
+                        log.exception("reply could not be prepared", extra={"outbox_id": row.id})
+                        await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
+                        return 0
+        return sum(await asyncio.gather(*(one(row) for row in rows)))
 
     async def _send_one(self, row: Outbox) -> int:
         recipient = row.recipient

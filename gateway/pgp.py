@@ -306,6 +306,20 @@ class OpenPGP:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    async def known_key_ids(self) -> frozenset[str]:
+        """Fingerprints and key ids (upper-case hex) of every key and subkey in the keyring: what
+        ingress triage compares a signature's issuer with (gateway/triage.py)."""
+        return await self._run(self._known_key_ids)
+
+    def _known_key_ids(self) -> frozenset[str]:
+        ids: set[str] = set()
+        for key in self._gpg.list_keys():
+            values = [key.get("fingerprint"), key.get("keyid"),
+                      *(v for sub in key.get("subkeys", []) for v in sub)]
+            ids.update(v.upper() for v in values if isinstance(v, str) and len(v) in (16, 40, 64))
+        ids.update(i[-16:] for i in list(ids) if len(i) == 40)
+        return frozenset(ids)
+
     async def key_status(self, fingerprint: str) -> KeyStatus | None:
         return await self._run(self._key_status, fingerprint)
 

@@ -20,15 +20,17 @@ from gateway.models import Job
 
 
 def enqueue(session: AsyncSession, kind: str, *, message_id: int | None = None,
-            payload: dict[str, Any] | None = None) -> Job:
-    job = Job(kind=kind, message_id=message_id, payload=payload or {}, run_after=utcnow())
+            payload: dict[str, Any] | None = None, priority: int = 0) -> Job:
+    job = Job(kind=kind, message_id=message_id, payload=payload or {}, run_after=utcnow(),
+              priority=priority)
     session.add(job)
     return job
 
 
 async def claim(db: Database, lease_seconds: float, max_attempts: int = 5,
                 kinds: tuple[str, ...] | None = None) -> Job | None:
-    """Take the oldest runnable job (queued and due, or with an expired lease).
+    """Take the oldest runnable job (queued and due, or with an expired lease) of the highest
+    priority (the lowest number: mail that looks signed by a known key before the rest).
 
     A job already claimed `max_attempts` times that never finished killed its worker each time
     (e.g. ran it out of memory): it is shunted instead of being run again.
@@ -43,7 +45,7 @@ async def claim(db: Database, lease_seconds: float, max_attempts: int = 5,
                     (Job.state == "running") & (Job.lease_until < now),
                 )
             )
-            .order_by(Job.id)
+            .order_by(Job.priority, Job.id)
             .limit(1)
         )
         if kinds is not None:

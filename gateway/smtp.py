@@ -7,6 +7,7 @@ server keeps the message and tries again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -18,7 +19,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.config import ConfigError, Settings
 from gateway.db import Database
-from gateway.ingest import ingest
+from gateway.ingest import GroupCommit
+from gateway.pgp import OpenPGP
+from gateway.triage import NORMAL, priority
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,15 @@ class RateLimit:
 class SmtpIngress:
     """The aiosmtpd handler (see aiosmtpd's handler API: handle_MAIL, handle_RCPT, handle_DATA)."""
 
-    def __init__(self, settings: Settings, db: Database, on_stored: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, db: Database, on_stored: Callable[[], None],
+                 pgp: OpenPGP | None = None) -> None:
         self.recipients = settings.recipients
+        self.pgp = pgp  # for triage: without it, every message has the normal priority
+        self.known: frozenset[str] = frozenset()
+        self.known_at = -1e9
+        self._refreshing: asyncio.Task[None] | None = None
         self.db = db
+        self.writer = GroupCommit(db)  # messages arriving together share one commit
         self.on_stored = on_stored
         self.per_client = RateLimit(settings.smtp.max_messages_per_minute_per_client)
         self.per_sender = RateLimit(settings.smtp.max_messages_per_minute_per_sender)
@@ -63,6 +72,7 @@ class SmtpIngress:
             return "451 4.7.1 Too many messages; try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        self.writer.starting(session)
         return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -79,16 +89,43 @@ class SmtpIngress:
             raw = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         try:
-            result = await ingest(self.db, raw, transport="smtp", peer=peer,
-                                  envelope_from=envelope.mail_from,
-                                  envelope_to=list(envelope.rcpt_tos))
+            result = await self.writer.store(raw, transport="smtp", peer=peer,
+                                             envelope_from=envelope.mail_from,
+                                             envelope_to=list(envelope.rcpt_tos),
+                                             priority=await self.triage(raw))
         except Exception:
             log.exception("could not store an inbound message", extra={"peer": peer})
             return "451 4.3.0 Temporarily unable to store the message, try again later"
+        finally:
+            self.writer.finished(session)
         self.on_stored()
         log.info("message stored", extra={"message_id": result.message_id, "peer": peer,
                                           "duplicate": result.duplicate, "size": len(raw)})
         return f"250 2.0.0 Stored as message {result.message_id}"
+
+
+    async def triage(self, raw: bytes) -> int:
+        """The job's priority (gateway/triage.py); the keyring's key ids are re-read at most every
+        KNOWN_SECONDS (a key added meanwhile only costs its first messages their place)."""
+        if self.pgp is None:
+            return NORMAL
+        if time.monotonic() - self.known_at > KNOWN_SECONDS and (
+                self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self._refresh_known())
+        if not self.known:  # the first messages wait for the list
+            await asyncio.shield(self._refreshing)
+        return priority(raw, self.known)
+
+    async def _refresh_known(self) -> None:
+        assert self.pgp is not None
+        self.known_at = time.monotonic()
+        try:
+            self.known = await self.pgp.known_key_ids()
+        except Exception:
+            log.exception("could not list the keyring's keys for triage")
+
+
+KNOWN_SECONDS = 30.0
 
 
 def smtp_factory(handler: SmtpIngress, settings: Settings) -> Callable[[], Any]:

@@ -1,0 +1,54 @@
+"""Issue 8: group commit at SMTP ingress (250 only after the batch's commit, duplicates within a
+batch stored once, the audit chain intact) and triage (mail that does not look signed by a key we
+hold is queued behind mail that does, and is still judged by the whole chain)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from gateway import audit
+from gateway.models import Job, Message
+from gateway.triage import NORMAL, SUSPECT, issuers, priority
+from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
+from tests.support.officer_keys import OfficerKeyring, TestKey
+
+
+def test_triage_reads_the_issuer_of_the_signature(officer_ring: OfficerKeyring, alice: TestKey,
+                                                  bob: TestKey) -> None:
+    body = request_body(type="preservation", case_number="T-1")
+    signed = signed_request_mail(officer_ring, alice, from_addr=alice.email, body=body)
+    block = signed[signed.index(b"-----BEGIN PGP SIGNATURE-----") + 30:]
+    named = issuers(block[block.index(b"\n") + 1:block.index(b"-----END PGP SIGNATURE-----")])
+    assert alice.signing_fingerprint in named or alice.fingerprint in named
+    known = frozenset({alice.fingerprint, alice.signing_fingerprint, alice.keyid})
+    assert priority(signed, known) == NORMAL
+    assert priority(signed, frozenset({bob.fingerprint, bob.signing_fingerprint})) == SUSPECT
+    assert priority(unsigned_mail(from_addr=alice.email, body=body), known) == SUSPECT
+    start = signed.index(b"-----BEGIN PGP SIGNATURE-----")
+    end = signed.index(b"-----END PGP SIGNATURE-----") + len(b"-----END PGP SIGNATURE-----")
+    assert priority(signed[:start] + b"garbage" + signed[end:], known) == SUSPECT
+    broken = signed[:start + 40] + b"!!!!" + signed[start + 44:]
+    assert priority(broken, known) in (NORMAL, SUSPECT)  # never an exception
+
+
+async def test_many_senders_share_commits_and_each_is_stored_once(gateway, alice: TestKey) -> None:
+    ring, body = gateway.ring, request_body(type="preservation", case_number="T-2")
+    mails = [signed_request_mail(ring, alice, from_addr=alice.email, body=body,
+                                 message_id=f"<gc-{i}@police.test>") for i in range(12)]
+    forged = unsigned_mail(from_addr=alice.email, body=body, message_id="<gc-forged@police.test>")
+    replies = await asyncio.gather(*(gateway.send(raw) for raw in [*mails, mails[0], forged]))
+    assert all(code == 250 for code, _ in replies), replies
+    async with gateway.core.db.transaction() as session:
+        stored = await session.scalar(select(func.count()).select_from(Message)
+                                      .where(Message.direction == "inbound"))
+        jobs = {job.message_id: job.priority for job in await session.scalars(
+            select(Job).where(Job.kind == "inbound"))}
+        forged_id = await session.scalar(select(Message.id).where(Message.header_message_id
+                                                                  == "<gc-forged@police.test>"))
+        report = await audit.verify_chain(session)
+    assert stored == 13  # the repeated mail is one message
+    assert jobs[forged_id] == SUSPECT
+    assert sorted(p for m, p in jobs.items() if m != forged_id) == [NORMAL] * 12
+    assert report.ok, report
