@@ -786,6 +786,7 @@ def _verdict(raw: bytes) -> str:
         ("unsigned", "smime_not_accepted"),
         ("wrapped", "unsigned_content"),
         ("huge", "bad_structure"),
+        ("huge", "headers_too_large"),
     ],
 )
 def test_strategies_reach_the_interesting_verdicts(family: str, wanted: str) -> None:
