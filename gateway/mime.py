@@ -188,9 +188,10 @@ def mime_tree_problem(entity: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Ref
         problem = header_problem(head, limits)
         if problem:
             return problem
-        children = _children(parse_headers(head), body)
+        headers = parse_headers(head)
+        children = _children(headers, body)
         if children is None:
-            decoded += decoded_size_estimate(body, _transfer_encoding(parse_headers(head)))
+            decoded += decoded_size_estimate(body, _transfer_encoding(headers))
             if decoded > limits.max_decoded_bytes:
                 return Refusal("decoded_size_exceeded", f"the message's parts decode to more than "
                                f"{limits.max_decoded_bytes} bytes: send the files in several messages")
