@@ -20,6 +20,8 @@ from typing import Any, get_type_hints
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from gateway.mime import MAX_NESTING, MimeLimits
+
 
 class ConfigError(Exception):
     """A configuration value is missing, unknown or invalid; the message names the key."""
@@ -226,6 +228,7 @@ class Settings:
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    mime: MimeLimits = field(default_factory=MimeLimits)  # [mime]: structure limits, gateway/mime.py
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)
@@ -462,6 +465,7 @@ def _check_semantics(s: Settings) -> None:
         "policy.pdf_text_max_pages": s.policy.pdf_text_max_pages,
         "policy.max_attachments": s.policy.max_attachments,
         "policy.max_attachment_bytes": s.policy.max_attachment_bytes,
+        **{f"mime.{f.name}": getattr(s.mime, f.name) for f in dataclasses.fields(MimeLimits)},
         "worker.lease_seconds": s.worker.lease_seconds,
         "worker.duty_lease_seconds": s.worker.duty_lease_seconds,
         "outbound.timeout_seconds": s.outbound.timeout_seconds,
@@ -488,6 +492,8 @@ def _check_semantics(s: Settings) -> None:
             raise ConfigError(f"{key}: must be greater than 0, got {value}")
     if s.holds.expiry_warning_days < 0 or s.notices.emergency_delay_hours < 0:
         raise ConfigError("holds.expiry_warning_days and notices.emergency_delay_hours: must be 0 or more")
+    if s.mime.max_nesting > MAX_NESTING:
+        raise ConfigError(f"mime.max_nesting: at most {MAX_NESTING}, got {s.mime.max_nesting}")
     from gateway.texts import notice_languages
 
     if s.notices.language not in notice_languages():

@@ -9,6 +9,7 @@ import json
 import logging
 import re
 import sys
+import unicodedata
 from dataclasses import dataclass
 
 from pypdf import PdfReader
@@ -42,11 +43,56 @@ def is_pdf(attachment: ReceivedAttachment) -> bool:
     )
 
 
+# Archives are never unpacked, and refused (archive_attachment): what is inside cannot be hashed,
+# shown or checked for reviewers, and nested archives are the classic decompression bomb.
+ARCHIVE_SUFFIXES = (".zip", ".rar", ".7z", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst",
+                    ".lz", ".lzma", ".z", ".cab", ".arj", ".lzh", ".ace", ".iso", ".jar")
+ARCHIVE_TYPES = {"application/zip", "application/x-zip-compressed", "application/x-rar-compressed",
+                 "application/vnd.rar", "application/x-7z-compressed", "application/x-tar",
+                 "application/gzip", "application/x-gzip", "application/x-bzip2", "application/x-xz",
+                 "application/zstd", "application/x-compress", "application/vnd.ms-cab-compressed",
+                 "application/x-iso9660-image", "application/java-archive"}
+ARCHIVE_MAGIC = {b"PK\x03\x04": "ZIP", b"PK\x05\x06": "ZIP", b"Rar!\x1a\x07": "RAR",
+                 b"7z\xbc\xaf\x27\x1c": "7z", b"\x1f\x8b": "gzip", b"BZh": "bzip2",
+                 b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"MSCF": "CAB", b"\x1f\x9d": "compress"}
+# Office documents are ZIP files inside; named as such they are kept as opaque documents
+OFFICE_SUFFIXES = (".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp")
+
+
+def archive_kind(attachment: ReceivedAttachment) -> str | None:
+    """The archive format an attachment is in (by its bytes, its name or its declared type), or None.
+
+    The bytes decide first, so an archive named order.pdf is still an archive."""
+    name = (attachment.filename or "").lower().rstrip(". ")
+    for magic, kind in ARCHIVE_MAGIC.items():
+        if attachment.data.startswith(magic) and not (kind == "ZIP" and name.endswith(OFFICE_SUFFIXES)):
+            return kind
+    if attachment.data[257:262] == b"ustar":
+        return "tar"
+    if name.endswith(ARCHIVE_SUFFIXES):
+        return name.rsplit(".", 1)[-1]
+    if attachment.content_type.lower() in ARCHIVE_TYPES:
+        return attachment.content_type.lower()
+    return None
+
+
+def display_name(filename: str | None, limit: int = 120) -> str:
+    """An officer's file name as it may be shown to people: line breaks, control and direction
+    characters (which can fake a caption or reverse an extension) replaced, length bounded; the
+    exact original stays in the record."""
+    shown = "".join("?" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+                    for c in filename or "")
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
 def safe_name(filename: str | None, index: int, sha256: str) -> str:
     """A name with no path, control characters or surprises; the original is kept as metadata."""
     base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-    base = SAFE_NAME.sub("_", base).strip("._")[:80]
-    return f"{index:02d}-{sha256[:12]}-{base or 'attachment'}"
+    base = SAFE_NAME.sub("_", base).strip("._")
+    stem, dot, suffix = base.rpartition(".")
+    if len(base) > 80 and dot and stem and len(suffix) <= 10:  # shortened, keeping the extension
+        base = f"{stem[:69].rstrip('._')}.{suffix}"
+    return f"{index:02d}-{sha256[:12]}-{base[:80] or 'attachment'}"
 
 
 def extract_pdf_text(data: bytes, max_pages: int = MAX_PAGES) -> tuple[str | None, str | None]:

@@ -85,6 +85,9 @@ class SignedContent:
     text: str
     protected_headers: dict[str, list[str]] = field(default_factory=dict)
     attachments: tuple[ReceivedAttachment, ...] = ()
+    # text that did not decode cleanly (bad_charset): the text above holds replacement characters
+    # there, and the message is refused, never read with a guess
+    problems: tuple[Refusal, ...] = ()
 
 
 def canonical_line_endings(raw: bytes) -> bytes:
@@ -103,44 +106,149 @@ def parse_headers(head: bytes) -> Compat32Message:
     return BytesHeaderParser().parsebytes(head + b"\r\n", headersonly=True)
 
 
-MAX_HEADER_BLOCK = 64 * 1024
-MAX_HEADER_FIELD = 4 * 1024
+@dataclass(frozen=True)
+class MimeLimits:
+    """How much MIME structure a message may carry before any parser builds objects for it.
+
+    The `[mime]` section of the configuration. Every limit is checked at the byte level, before
+    gpg and before the standard library's parsers (whose header parsers are quadratic on some
+    inputs and which build one object per part), so breaking one costs the gateway little. Each
+    breach has its own reason code; see the README's refusal table."""
+
+    # one header block (the message's, or any part's), all fields together
+    max_header_bytes: int = 64 * 1024
+    # one header field, folded lines included
+    max_header_field_bytes: int = 4 * 1024
+    # header fields in one header block
+    max_header_fields: int = 500
+    # MIME entities in the whole message, containers included
+    max_parts: int = 100
+    # multipart and message/* levels below the message itself
+    max_nesting: int = 10
+    # what all the parts' bodies decode to, together, estimated from their encoded length
+    max_decoded_bytes: int = 25 * 1024 * 1024
+
+
+DEFAULT_LIMITS = MimeLimits()
+MAX_HEADER_BLOCK = DEFAULT_LIMITS.max_header_bytes
+MAX_HEADER_FIELD = DEFAULT_LIMITS.max_header_field_bytes
 SINGLE_PARAMS = re.compile(rb"(?i)[;\s](boundary|protocol)\s*=")
 
 
-def header_problem(head: bytes) -> Refusal | None:
+def header_problem(head: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Refusal | None:
     """Bound what the (slow, recursive) header parsers are given, before they see it.
 
     The standard library's address and parameter parsers take quadratic time on some inputs, so an
     unsigned header of a few hundred kilobytes could stall the gateway; no honest mail needs that.
     """
-    if len(head) > MAX_HEADER_BLOCK:
-        return Refusal("bad_structure", f"the headers are longer than {MAX_HEADER_BLOCK} bytes")
-    field_start = 0
+    if len(head) > limits.max_header_bytes:
+        return Refusal("headers_too_large", f"a header block is {len(head)} bytes long, more than the "
+                       f"{limits.max_header_bytes} bytes accepted: send the message without extra headers")
+    field_start, fields = 0, 0
     lines = head.split(b"\r\n")
     for index, line in enumerate([*lines, b"end"]):
         if index == len(lines) or not line[:1].isspace():
             field = b"\r\n".join(lines[field_start:index])
-            if len(field) > MAX_HEADER_FIELD:
+            if len(field) > limits.max_header_field_bytes:
                 name = field.split(b":", 1)[0][:40].decode("ascii", "replace")
-                return Refusal("bad_structure", f"the {name} header is longer than {MAX_HEADER_FIELD} bytes")
+                return Refusal("headers_too_large", f"the {name} header is {len(field)} bytes long, more "
+                               f"than the {limits.max_header_field_bytes} bytes accepted for one header")
             if field[:13].lower() == b"content-type:":
                 found = [m.group(1).lower() for m in SINGLE_PARAMS.finditer(field)]
                 if len(found) != len(set(found)):
                     return Refusal("bad_structure", "a Content-Type header repeats a parameter")
+            fields += field.strip() != b""
             field_start = index
+    if fields > limits.max_header_fields:
+        return Refusal("too_many_headers", f"a header block has {fields} header fields, more than the "
+                       f"{limits.max_header_fields} accepted: send the message without the extra headers")
     return None
 
 
-def split_signed(raw: bytes, *, allow_inline: bool) -> SignedStructure | Refusal:
-    """Judge the message's outer structure (acceptance rule 1)."""
+def mime_tree_problem(entity: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Refusal | None:
+    """Walk every MIME part at the byte level and hold it to `limits`, before any parser does.
+
+    The walk reads each part's (bounded) header block with the same header parser the standard
+    library's MIME parser uses, so it sees the parts that parser would build; it keeps no objects,
+    decodes nothing, and stops at the first limit broken. Decoding never makes base64 or
+    quoted-printable bigger, so the decoded size is bounded from the encoded length alone."""
+    parts, decoded = 0, 0
+    pending: list[tuple[bytes, int]] = [(entity, 0)]
+    while pending:
+        current, depth = pending.pop()
+        parts += 1
+        if parts > limits.max_parts:
+            return Refusal("too_many_parts", f"the message has more than {limits.max_parts} MIME parts: "
+                           "send fewer files in one message (several messages may follow each other)")
+        if depth > limits.max_nesting:
+            return Refusal("too_deeply_nested", f"the message's MIME parts are nested more than "
+                           f"{limits.max_nesting} levels deep: attach the files directly, not inside "
+                           "forwarded or nested messages")
+        head, body = _part_head_body(current)
+        problem = header_problem(head, limits)
+        if problem:
+            return problem
+        headers = parse_headers(head)
+        children = _children(headers, body)
+        if children is None:
+            decoded += decoded_size_estimate(body, _transfer_encoding(headers))
+            if decoded > limits.max_decoded_bytes:
+                return Refusal("decoded_size_exceeded", f"the message's parts decode to more than "
+                               f"{limits.max_decoded_bytes} bytes: send the files in several messages")
+        else:
+            pending.extend((child, depth + 1) for child in reversed(children))
+    return None
+
+
+def _part_head_body(entity: bytes) -> tuple[bytes, bytes]:
+    """A part that starts with an empty line has no headers (RFC 2046 5.1.1): all of it is body."""
+    if entity.startswith(b"\r\n"):
+        return b"", entity[2:]
+    return split_head_body(entity)
+
+
+def _children(headers: Compat32Message, body: bytes) -> list[bytes] | None:
+    """The entities inside a container, as the MIME parser would find them; None for a leaf.
+
+    A multipart without a boundary is text to the parser, and a missing close delimiter ends the
+    last part at the end of the body; message/* holds one message (delivery-status, blocks of
+    headers), which the parser reads too, so it counts."""
+    maintype = headers.get_content_maintype()
+    if maintype == "multipart":
+        boundary = headers.get_boundary()
+        return None if not boundary else _delimited_parts(body, boundary)
+    if headers.get_content_type() == "message/delivery-status":
+        return [block + b"\r\n\r\n" for block in body.split(b"\r\n\r\n") if block.strip()]
+    if maintype == "message":
+        return [body]
+    return None
+
+
+def _transfer_encoding(headers: Compat32Message) -> str:
+    return str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+
+
+def decoded_size_estimate(body: bytes, encoding: str) -> int:
+    """An upper bound of what `body` decodes to, computed without decoding (or copying) it:
+    base64 gives three bytes for four non-blank characters; quoted-printable and the identity
+    encodings never give more than they were sent."""
+    if encoding == "base64":
+        blanks = sum(body.count(c) for c in (b" ", b"\t", b"\r", b"\n"))
+        return (len(body) - blanks) * 3 // 4 + 3
+    return len(body)
+
+
+def split_signed(raw: bytes, *, allow_inline: bool,
+                 limits: MimeLimits = DEFAULT_LIMITS) -> SignedStructure | Refusal:
+    """Judge the message's outer structure (acceptance rule 1), after holding all of its MIME
+    parts to `limits`: every part, signed or not, is counted before anything is decoded."""
     entity = canonical_line_endings(raw)
     head, body = split_head_body(entity)
-    problem = header_problem(head)
+    problem = header_problem(head, limits)
     if problem:
         return problem
     headers = parse_headers(head)
-    problem = _header_problem(headers)
+    problem = _header_problem(headers) or mime_tree_problem(entity, limits)
     if problem:
         return problem
     content_type = headers.get_content_type()
@@ -232,6 +340,15 @@ def _split_parts(headers: Compat32Message, body: bytes) -> list[bytes] | Refusal
     boundary = headers.get_boundary()
     if not boundary or len(boundary) > 70:
         return Refusal("bad_structure", "the multipart has no valid boundary parameter")
+    parts = _delimited_parts(body, boundary, strict=True)
+    if parts is None:
+        return Refusal("bad_structure", "the multipart has no closing boundary (truncated?)")
+    return parts
+
+
+def _delimited_parts(body: bytes, boundary: str, strict: bool = False) -> list[bytes] | None:
+    """The parts between delimiter lines. Without a close delimiter: None when `strict`, else the
+    last part runs to the end of the body, as the standard library's parser reads it."""
     delimiter = re.compile(
         rb"(?:\A|\r\n)--" + re.escape(boundary.encode("ascii", "replace")) + rb"(--)?[ \t]*(?=\r\n|\Z)"
     )
@@ -243,7 +360,11 @@ def _split_parts(headers: Compat32Message, body: bytes) -> list[bytes] | Refusal
         if match.group(1):  # the close delimiter: what follows is the epilogue
             return parts
         start = match.end() + 2
-    return Refusal("bad_structure", "the multipart has no closing boundary (truncated?)")
+    if strict:
+        return None
+    if start is not None:
+        parts.append(body[start:])
+    return parts
 
 
 def _decode_transfer(body: bytes, headers: Compat32Message) -> bytes | None:
@@ -394,6 +515,7 @@ def _classify_unsigned(entity: bytes) -> Refusal:
 def read_signed_content(signed_bytes: bytes) -> SignedContent:
     """Parse the signed MIME entity: body text, protected headers, attachments."""
     entity: EmailMessage = BytesParser(policy=policy.default).parsebytes(signed_bytes)  # type: ignore[assignment]
+    problems: list[Refusal] = []
     protected: dict[str, list[str]] = {}
     if str(entity.get_param("protected-headers", "", header="content-type")).lower() == "v1":
         for name in ("From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To",
@@ -401,17 +523,17 @@ def read_signed_content(signed_bytes: bytes) -> SignedContent:
             values = entity.get_all(name)
             if values:
                 protected[name] = [str(v) for v in values]
+                problems += [_undecodable_header(name)] if any("\ufffd" in v for v in protected[name]) else []
     text = ""
     attachments: list[ReceivedAttachment] = []
     for part in _leaves(entity):
         content_type = part.get_content_type()
         filename = part.get_filename()
         is_attachment = part.get_content_disposition() == "attachment" or filename is not None
-        if content_type == "text/plain" and not is_attachment and not text:
-            text = _part_text(part)
-            continue
         if content_type == "text/plain" and not is_attachment:
-            text += "\n" + _part_text(part)
+            part_text, problem = _part_text(part)
+            text = part_text if not text else text + "\n" + part_text
+            problems += [problem] if problem else []
             continue
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
@@ -419,7 +541,13 @@ def read_signed_content(signed_bytes: bytes) -> SignedContent:
             inner = part.get_payload()
             data = inner[0].as_bytes() if isinstance(inner, list) and inner else data
         attachments.append(ReceivedAttachment(filename, content_type, data))
-    return SignedContent(text=text, protected_headers=protected, attachments=tuple(attachments))
+    return SignedContent(text=text, protected_headers=protected, attachments=tuple(attachments),
+                         problems=tuple(dict.fromkeys(problems)))
+
+
+def _undecodable_header(name: str) -> Refusal:
+    return Refusal("bad_charset", f"the signed {name} header holds text that cannot be decoded (bytes that "
+                   "are not UTF-8, or an unknown charset): write it in UTF-8")
 
 
 def _leaves(part: EmailMessage, depth: int = 0) -> list[EmailMessage]:
@@ -436,16 +564,36 @@ MAX_NESTING = 20
 
 
 def read_inline_content(plaintext: bytes) -> SignedContent:
-    return SignedContent(text=plaintext.decode("utf-8", errors="replace").replace("\r\n", "\n"))
-
-
-def _part_text(part: EmailMessage) -> str:
+    """A cleartext-signed text: UTF-8 (or ASCII), or refused as bad_charset, never guessed."""
     try:
-        content = part.get_content()
-    except (LookupError, UnicodeDecodeError):
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
-    return str(content).replace("\r\n", "\n")
+        text = plaintext.decode("utf-8")
+        problems: tuple[Refusal, ...] = ()
+    except UnicodeDecodeError:
+        text = plaintext.decode("utf-8", errors="replace")
+        problems = (Refusal("bad_charset", "the signed text is not valid UTF-8: sign it as UTF-8"),)
+    return SignedContent(text=text.replace("\r\n", "\n"), problems=problems)
+
+
+def _part_text(part: EmailMessage) -> tuple[str, Refusal | None]:
+    """A text part decoded strictly in its declared charset (undeclared: ASCII, else UTF-8).
+
+    The library would substitute replacement characters silently; a form read with a guess could
+    change a case number or an account, so what does not decode is named instead."""
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
+    declared = part.get_content_charset()
+    try:
+        text = data.decode(declared or ("ascii" if data.isascii() else "utf-8"))
+        problem = None
+    except LookupError:
+        text = data.decode("utf-8", errors="replace")
+        problem = Refusal("bad_charset", f"a text part declares the charset {declared[:40]!r}, which is "
+                          "unknown: send the text as UTF-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        problem = Refusal("bad_charset", f"a text part is not valid {declared or 'UTF-8'} (its declared "
+                          "charset): send the text as UTF-8")
+    return text.replace("\r\n", "\n"), problem
 
 
 # --- what arrives through the chat bot ------------------------------------------------------
@@ -488,13 +636,16 @@ def chat_file_message(from_addr: str, to_addr: str, filename: str, data: bytes, 
     return b"".join(parts)
 
 
-def split_chat_message(raw: bytes) -> SignedStructure | Refusal:
+def split_chat_message(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> SignedStructure | Refusal:
     """Judge what came through the chat bot: a cleartext-signed text, or a file and its signature."""
     entity = canonical_line_endings(raw)
     head, body = split_head_body(entity)
+    problem = header_problem(head, limits) or mime_tree_problem(entity, limits)
+    if problem:
+        return problem
     headers = parse_headers(head)
     if headers.get_content_type() != "multipart/mixed" or not headers.get_param(CHAT_FILE_PARAM):
-        return split_signed(raw, allow_inline=True)
+        return split_signed(raw, allow_inline=True, limits=limits)
     parts = _split_parts(headers, body)
     if isinstance(parts, Refusal) or len(parts) != 2:
         return Refusal("bad_structure", "a chat upload must be one file and its signature")

@@ -29,8 +29,10 @@ from gateway.config import Settings
 from gateway.db import Database
 from gateway.metrics import ProcessMetrics
 from gateway.mime import (
+    DEFAULT_LIMITS,
     DetachedFile,
     InlineSigned,
+    MimeLimits,
     PgpMimeEncrypted,
     PgpMimeSigned,
     ReceivedAttachment,
@@ -38,6 +40,7 @@ from gateway.mime import (
     SignedContent,
     canonical_line_endings,
     header_problem,
+    mime_tree_problem,
     parse_headers,
     read_inline_content,
     read_signed_content,
@@ -54,6 +57,10 @@ DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
                       r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+)*")
 
 T = TypeVar("T")
+
+# the structure limits of `MimeLimits`, each refused with its own reason before any signature check
+LIMIT_REASONS = frozenset({"headers_too_large", "too_many_headers", "too_many_parts", "too_deeply_nested",
+                           "decoded_size_exceeded"})
 
 
 @dataclass
@@ -99,7 +106,7 @@ async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message
                    transport: str = "smtp") -> Evaluation:
     """Run every rule in order; stop at the first refusal."""
     result = Evaluation(transport=transport)
-    outer_from = await parse_safely(outer_from_address, raw)
+    outer_from = await parse_safely(outer_from_address, raw, ctx.settings.mime)
     result.from_address = outer_from if isinstance(outer_from, str) else None
     for rule in (check_signature, check_identity, check_freshness, check_replay):
         refusal = await rule(ctx, raw, received_at, message_id, result)
@@ -113,10 +120,10 @@ async def check_signature(ctx: ChainContext, raw: bytes, received_at: datetime, 
                           result: Evaluation) -> Refusal | None:
     """Rules 1 and 2: only what the one good signature covers is read."""
     if result.transport == "chat":  # the chat layer built this container; the content is judged
-        structure = await parse_safely(split_chat_message, raw)
+        structure = await parse_safely(split_chat_message, raw, ctx.settings.mime)
     else:
-        structure = await parse_safely(split_signed, raw,
-                                       allow_inline=ctx.settings.policy.allow_inline_pgp)
+        structure = await parse_safely(split_signed, raw, allow_inline=ctx.settings.policy.allow_inline_pgp,
+                                       limits=ctx.settings.mime)
     if isinstance(structure, Refusal):
         return structure
     if isinstance(structure, PgpMimeEncrypted):
@@ -202,13 +209,18 @@ async def _check_encrypted(ctx: ChainContext, structure: PgpMimeEncrypted,
         result.check = check
         if not check.ok:
             return Refusal(check.reason or "bad_signature", check.detail)
+        problem = await parse_safely(mime_tree_problem, inner, ctx.settings.mime)
+        if problem is not None:
+            return problem
         content = await parse_safely(read_signed_content, inner)
         if isinstance(content, Refusal):
             return content
         result.content = content
         result.replay_key = _replay_key(check, inner)
         return None
-    nested = await parse_safely(split_signed, inner, allow_inline=False)
+    nested = await parse_safely(split_signed, inner, allow_inline=False, limits=ctx.settings.mime)
+    if isinstance(nested, Refusal) and nested.reason in LIMIT_REASONS:
+        return nested
     if isinstance(nested, PgpMimeSigned):
         return await _check_signed(ctx, nested, result)
     return Refusal("encrypted_unsigned",
@@ -219,7 +231,7 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
                          result: Evaluation) -> Refusal | None:
     """Rule 3: the key belongs to an active officer whose address is the single From."""
     assert result.check is not None and result.content is not None
-    outer = await parse_safely(outer_from_address, raw)
+    outer = await parse_safely(outer_from_address, raw, ctx.settings.mime)
     if isinstance(outer, Refusal):
         return outer
     from_address = outer
@@ -425,10 +437,10 @@ def _replay_key(check: SignatureCheck, signed_bytes: bytes) -> str:
     return hashlib.sha256(material).hexdigest()
 
 
-def outer_from_address(raw: bytes) -> str | Refusal:
+def outer_from_address(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> str | Refusal:
     """The message's own From header, judged strictly (it is what mail clients show)."""
     head, _ = split_head_body(canonical_line_endings(raw))
-    problem = header_problem(head)
+    problem = header_problem(head, limits)
     if problem:
         return Refusal("bad_from", problem.detail)
     values = parse_headers(head).get_all("From") or []

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
 from gateway.clock import utcnow
+from gateway.documents import display_name
 from gateway.models import Agency, Enrolment, EnrolmentAct, Officer, Reviewer
 from gateway.outbox import queue_reply
 from gateway.pgp import KeyStatus
@@ -83,7 +84,8 @@ async def show_enrolment(ctx: ReviewContext, reviewer: Reviewer, enrolment_id: s
               for act in acts]
     lines.append("Check the identity out of band before /enrol: call the agency back on its "
                  "published number, never a number from the mail.")
-    documents = tuple((d.stored_name, d.data, f"{d.original_filename or d.stored_name}\nsha256 {d.sha256}")
+    documents = tuple((d.stored_name, d.data,
+                       f"{display_name(d.original_filename) or d.stored_name}\nsha256 {d.sha256}")
                       for d in enrolment.documents)
     return ChatReply("\n".join(lines), documents=documents)
 

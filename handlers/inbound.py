@@ -14,15 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import queue
 from gateway.config import Settings
-from gateway.documents import Document, prepare_documents
+from gateway.documents import Document, archive_kind, display_name, prepare_documents
 from gateway.logs import set_ref
-from gateway.mime import ReceivedAttachment
+from gateway.mime import Refusal, SignedContent
 from gateway.models import Job, Message, Officer, Request
 from handlers.chain import ChainContext, Evaluation, evaluate
 from handlers.enrolment_form import purpose_of
 from handlers.followup import handle_followup, referenced_request
 from handlers.form import read_request_form
-from handlers.intake import handle_new_request, refuse_form
+from handlers.intake import handle_new_request, refuse_content
 from handlers.notify import tell_chat_sender
 from handlers.onboarding import enrol_certified, handle_enrolment, handle_key_rotation, inspect_rotation
 from handlers.refusals import quarantine
@@ -42,10 +42,10 @@ async def route(session: AsyncSession, settings: Settings, message: Message, off
     if query is not None:
         await answer_status(session, settings, message, officer, evaluation, query)
         return
-    too_much = attachment_problems(content.attachments, settings)
-    if too_much:
+    problems = content_problems(content, settings)
+    if problems:
         in_reply_to, references = reply_threading(message, content)
-        await refuse_form(session, settings, message, officer, too_much, in_reply_to, references)
+        await refuse_content(session, settings, message, officer, problems, in_reply_to, references)
         return
     if purpose_of(content) == "key_rotation":
         await handle_key_rotation(session, settings, message, officer, evaluation)
@@ -59,17 +59,28 @@ async def route(session: AsyncSession, settings: Settings, message: Message, off
         await handle_new_request(session, settings, message, officer, evaluation, form, documents)
 
 
-def attachment_problems(attachments: tuple[ReceivedAttachment, ...], settings: Settings) -> list[str]:
-    """Limits on what a signed message may carry; each breach named, with the limit."""
+def content_problems(content: SignedContent, settings: Settings) -> list[Refusal]:
+    """What a verified signer's message may not carry, each breach with its own reason code and
+    the limit: text that does not decode, too many or too large attachments, archives. Found
+    after the signature proved the sender, so the sender is told, by signed mail."""
     policy = settings.policy
-    problems = []
+    problems = list(content.problems)
+    attachments = content.attachments
     if len(attachments) > policy.max_attachments:
-        problems.append(f"attachments: {len(attachments)} files, at most {policy.max_attachments} "
-                        "are accepted in one message")
+        problems.append(Refusal("too_many_attachments", f"the message carries {len(attachments)} files, "
+                                f"at most {policy.max_attachments} are accepted in one message: send the "
+                                "others in a follow-up message naming the request's reference"))
     for attachment in attachments:
+        name = display_name(attachment.filename or "(unnamed)", 80)
         if len(attachment.data) > policy.max_attachment_bytes:
-            problems.append(f"attachment {attachment.filename or '(unnamed)'}: {len(attachment.data)} "
-                            f"bytes, at most {policy.max_attachment_bytes} are accepted")
+            problems.append(Refusal("attachment_too_large", f"attachment {name} is {len(attachment.data)} "
+                                    f"bytes, at most {policy.max_attachment_bytes} bytes are accepted for "
+                                    "one file"))
+        kind = archive_kind(attachment)
+        if kind is not None:
+            problems.append(Refusal("archive_attachment", f"attachment {name} is an archive ({kind}); "
+                                    "archives are never unpacked or accepted: attach each document "
+                                    "itself, as a PDF"))
     return problems
 
 
@@ -86,7 +97,10 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
         raw, received_at, transport = message.raw, message.received_at, message.transport
     evaluation = await evaluate(ctx, raw, received_at, message.id, transport)
     documents = []
+    problems = []
     if evaluation.accepted and evaluation.content is not None:
+        problems = content_problems(evaluation.content, ctx.settings)
+    if evaluation.accepted and evaluation.content is not None and not problems:  # else refused
         documents = await prepare_documents(evaluation.content.attachments,
                                             seconds=ctx.settings.policy.pdf_text_seconds,
                                             max_pages=ctx.settings.policy.pdf_text_max_pages)
@@ -103,7 +117,7 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
             message.officer_id = evaluation.officer_id
             if evaluation.accepted and evaluation.enrolment:
                 message.replay_key = evaluation.replay_key
-                await handle_enrolment(session, ctx.settings, message, evaluation, documents)
+                await handle_enrolment(session, ctx.settings, message, evaluation, documents, problems)
             elif evaluation.accepted:
                 message.replay_key = evaluation.replay_key
                 if evaluation.officer_id is None:  # certified by a registered agency's key

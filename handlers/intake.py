@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import audit
 from gateway.clock import utcnow
 from gateway.config import Settings
-from gateway.documents import Document
+from gateway.documents import Document, display_name
+from gateway.mime import Refusal
 from gateway.models import Attachment, Message, Officer, Request, RequestSubject
 from gateway.outbox import queue_reply
 from gateway.texts import render
@@ -102,6 +103,23 @@ async def refuse_form(session: AsyncSession, settings: Settings, message: Messag
                 in_reply_to=in_reply_to, references=references, reply_to_message=message.id)
 
 
+async def refuse_content(session: AsyncSession, settings: Settings, message: Message, officer: Officer,
+                         problems: list[Refusal], in_reply_to: str | None, references: list[str]) -> None:
+    """A verified officer's message breaks a limit (attachments, charsets): quarantine it under the
+    first breach's reason code and tell them, by signed mail, every breach and its limit."""
+    message.state = "quarantined"
+    message.reason = problems[0].reason
+    message.reason_detail = "; ".join(p.detail for p in problems)[:4000]
+    await audit.record(session, f"officer:{officer.key_fingerprint}", "inbound.refused",
+                       f"message:{message.id}", reason=message.reason,
+                       reasons=sorted({p.reason for p in problems}))
+    queue_reply(session, settings, kind="content_refused", recipient=officer.email,
+                recipient_fingerprint=officer.key_fingerprint,
+                subject="Your message could not be accepted",
+                body=render("content_refused", problems=bullets([p.detail for p in problems])),
+                in_reply_to=in_reply_to, references=references, reply_to_message=message.id)
+
+
 def store_documents(session: AsyncSession, request: Request, message: Message,
                     documents: list[Document]) -> None:
     for document in documents:
@@ -144,5 +162,6 @@ def _document_list(documents: list[Document]) -> str:
     if not documents:
         return ""
     lines = ["", "Documents received:"]
-    lines += [f"  - {d.attachment.filename or d.stored_name} (sha256 {d.sha256})" for d in documents]
+    lines += [f"  - {display_name(d.attachment.filename) or d.stored_name} (sha256 {d.sha256})"
+              for d in documents]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from the keys alone).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -18,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import audit
 from gateway.clock import utcnow
 from gateway.config import Settings
-from gateway.documents import Document
-from gateway.mime import SignedContent
+from gateway.documents import Document, display_name
+from gateway.mime import Refusal, SignedContent
 from gateway.models import Agency, Enrolment, EnrolmentDocument, Key, Message, Officer
 from gateway.outbox import queue_reply
 from gateway.pgp import KeyImportError, KeyStatus, OpenPGP
@@ -57,8 +58,10 @@ def _received(message: Message) -> str:
 
 
 async def handle_enrolment(session: AsyncSession, settings: Settings, message: Message,
-                           evaluation: Evaluation, documents: list[Document]) -> Enrolment | None:
-    """Store a signed enrolment as pending, acknowledge it to the key that signed it, tell reviewers."""
+                           evaluation: Evaluation, documents: list[Document],
+                           limits: Sequence[Refusal] = ()) -> Enrolment | None:
+    """Store a signed enrolment as pending, acknowledge it to the key that signed it, tell reviewers.
+    A message over a content limit (`limits`) is refused under that limit's reason code."""
     assert evaluation.content is not None and evaluation.check is not None
     fingerprint = evaluation.check.signer_fingerprint
     email = evaluation.from_address
@@ -74,11 +77,13 @@ async def handle_enrolment(session: AsyncSession, settings: Settings, message: M
     actor = f"candidate:{fingerprint}"
     reply = dict(recipient=email, recipient_fingerprint=fingerprint, in_reply_to=in_reply_to,
                  references=references, reply_to_message=message.id)
+    if limits:
+        form.problems = [r.detail for r in limits]
     if form.problems:
-        message.state, message.reason = "quarantined", "invalid_enrolment"
+        message.state, message.reason = "quarantined", limits[0].reason if limits else "invalid_enrolment"
         message.reason_detail = "; ".join(form.problems)[:4000]
         await audit.record(session, actor, "inbound.refused", f"message:{message.id}",
-                           reason="invalid_enrolment", problems=form.problems, claimed_from=email)
+                           reason=message.reason, problems=form.problems, claimed_from=email)
         queue_reply(session, settings, kind="enrolment_problems", subject="Your enrolment could not be "
                     "accepted", body=render("enrolment_problems", problems=bullets(form.problems)), **reply)
         return None
@@ -117,7 +122,7 @@ def _document_lines(documents: list[Document]) -> str:
     if not documents:
         return ""
     return "\nDocuments received:\n" + "\n".join(
-        f"  - {d.attachment.filename or d.stored_name} (sha256 {d.sha256})" for d in documents)
+        f"  - {display_name(d.attachment.filename) or d.stored_name} (sha256 {d.sha256})" for d in documents)
 
 
 async def enrol_certified(session: AsyncSession, evaluation: Evaluation) -> Officer:

@@ -18,6 +18,7 @@ from gateway import audit
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
+from gateway.documents import display_name
 from gateway.models import Message, Notice, Request, Review, Reviewer
 from gateway.outbox import queue_reply
 from gateway.pgp import OpenPGP
@@ -170,7 +171,8 @@ async def send_documents(ctx: ReviewContext, reviewer: Reviewer, ref: str) -> Ch
     async with ctx.db.transaction() as session:
         request = await _request(session, ref)
         documents = tuple(
-            (a.stored_name, a.data, f"{a.original_filename or a.stored_name}\nsha256 {a.sha256}")
+            (a.stored_name, a.data,
+             f"{display_name(a.original_filename) or a.stored_name}\nsha256 {a.sha256}")
             for a in request.attachments)
         await audit.record(session, actor(reviewer), "review.docs", request.ref,
                            documents=[a.sha256 for a in request.attachments])

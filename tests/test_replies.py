@@ -170,5 +170,7 @@ async def test_too_many_or_too_large_attachments_are_refused_with_the_limits(
     await harness.settle()
     assert await harness.requests() == []
     [reply] = harness.replies(to=alice.email)
-    assert "attachments: 3 files, at most 2 are accepted" in reply.text
-    assert "attachment scan1.pdf: 1109 bytes, at most 1000 are accepted" in reply.text
+    assert "the message carries 3 files, at most 2 are accepted in one message" in reply.text
+    assert "attachment scan1.pdf is 1109 bytes, at most 1000 bytes are accepted for one file" in reply.text
+    [quarantined] = await harness.quarantine()
+    assert quarantined["reason"] == "too_many_attachments"
