@@ -21,8 +21,9 @@ from sqlalchemy import or_, select
 
 from gateway import audit
 from gateway.app import Core
-from gateway.models import AuditEntry, Message, Request, Review
+from gateway.models import AuditEntry, Message, Production, Request, Review
 from gateway.records import show_request
+from handlers.production import manifest_file
 
 
 class ExportError(Exception):
@@ -48,6 +49,7 @@ async def export_request(core: Core, ref: str, out: Path, actor: str = "operator
             select(AuditEntry).where(or_(AuditEntry.subject.in_(subjects),
                                          AuditEntry.details["request_id"].as_integer() == request.id))
             .order_by(AuditEntry.id)))
+        production = await session.scalar(select(Production).where(Production.request_id == request.id))
         await audit.record(session, actor, "custody.exported", ref, messages=len(messages))
     files: dict[str, bytes] = {}
     for message in messages:
@@ -59,6 +61,9 @@ async def export_request(core: Core, ref: str, out: Path, actor: str = "operator
     files["verification.json"] = _json([{"message": m.id, "direction": m.direction,
                                          "received_at": m.received_at.isoformat(), "sha256": m.sha256,
                                          "verification": m.verification} for m in messages])
+    if production is not None:  # what was disclosed, as the officer received it, with its signature
+        files["production/manifest.json"] = manifest_file(production.manifest)
+        files["production/manifest.json.asc"] = production.manifest_signature.encode()
     files["audit.jsonl"] = "".join(
         json.dumps({"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
                     "subject": e.subject, "details": e.details, "prev_hash": e.prev_hash,

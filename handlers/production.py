@@ -91,7 +91,7 @@ async def produce(ctx: ProductionContext, job: Job) -> None:
         "subjects": collected.accounts,
         "categories_not_held": collected.not_held,
     }
-    manifest_bytes = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+    manifest_bytes = manifest_file(manifest)
     signature = await ctx.pgp.sign_evidence(manifest_bytes)
     async with ctx.db.transaction() as session:
         request = await session.scalar(select(Request).where(Request.id == job.payload["request_id"])
@@ -108,6 +108,12 @@ async def produce(ctx: ProductionContext, job: Job) -> None:
                                accounts=sum(len(s["accounts"]) for s in collected.accounts),
                                review_id=job.payload["review_id"])
         queue.mark_done(session, fresh_job)
+
+
+def manifest_file(manifest: dict[str, Any]) -> bytes:
+    """The manifest as the officer receives it (and as `lers audit export` writes it again): the
+    bytes the gateway's signature covers."""
+    return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 async def _approvals(session: AsyncSession, request: Request) -> list[Review]:

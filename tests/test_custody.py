@@ -65,3 +65,31 @@ async def test_the_bundle_verifies_offline_with_the_documented_commands(
             await export_request(gateway.core, "LERS-2026-999999", Path(str(out) + "-2"))
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
+
+
+async def test_the_bundle_holds_the_production_manifest_the_officer_received(
+        gateway: Harness, alice: TestKey) -> None:
+    mail = signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=request_body(),
+                               attachments=[Attachment("subpoena.pdf", "application/pdf", pdf_bytes("S"))])
+    await gateway.send(mail)
+    await gateway.settle()
+    [request] = await gateway.requests()
+    ref = request["ref"]
+    ctx = ReviewContext(gateway.settings, gateway.core.db)
+    for telegram_id, name in ((7, "Anna"), (8, "Bert")):  # a subpoena needs two approvers
+        await decide(ctx, await add_reviewer(gateway.core, telegram_id, name, "approver"), ref, "approve", "")
+    await gateway.settle()
+    [production] = [r for r in gateway.replies(to=alice.email) if "Data production" in r.subject]
+    sent = {part.get_filename(): part.get_payload(decode=True) for part in production.inner.walk()
+            if part.get_filename()}
+
+    out = short_tempdir("custody-") / "bundle"
+    try:
+        files = await export_request(gateway.core, ref, out)
+        assert {"production/manifest.json", "production/manifest.json.asc"} <= set(files)
+        exported = (out / "production" / "manifest.json").read_bytes()
+        assert exported == sent["manifest.json"]  # byte for byte what the officer received
+        assert gateway.ring.verify_detached((out / "production" / "manifest.json.asc").read_bytes(), exported)
+        assert json.loads(exported)["request"] == ref
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
