@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -376,12 +377,21 @@ async def test_a_revoked_key_stops_a_queued_reply_and_every_later_message(
     assert row["key_revoked"] is True
 
 
-async def retry_outbox(gateway: Harness) -> None:
-    """Make every waiting reply due now and run the outbox once (no sleeping)."""
-    async with gateway.core.db.transaction() as session:
-        for row in await session.scalars(select(Outbox).where(Outbox.state == "pending")):
-            row.next_attempt_at = row.created_at
-    await gateway.gateway.outbox.send_due()
+async def retry_outbox(gateway: Harness, within: float = 20) -> None:
+    """Make every waiting reply due now and run the outbox until none is waiting or being sent
+    (the gateway's own outbox loop may hold a row mid-send meanwhile; bounded)."""
+    deadline = time.monotonic() + within
+    while True:
+        async with gateway.core.db.transaction() as session:
+            for row in await session.scalars(select(Outbox).where(Outbox.state == "pending")):
+                row.next_attempt_at = row.created_at
+        await gateway.gateway.outbox.send_due()
+        async with gateway.core.db.transaction() as session:
+            busy = list(await session.scalars(select(Outbox.id).where(
+                Outbox.state.in_(["pending", "sending"]))))
+        if not busy or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def outbox_states(gateway: Harness, recipient: str) -> list[tuple[str, Any]]:
