@@ -246,6 +246,9 @@ class OutboxSender:
                 await self._failed_attempt(row, str(exc))
                 return 0
             raw = pgp_mime_encrypted(self.settings, row, armored)
+            if await self._suspended_now(row.recipient):  # suspended while this reply was prepared
+                await self._hold(row, SUSPENDED_HOLD)
+                return 0
         out = self.settings.outbound
         try:
             await aiosmtplib.send(
@@ -278,6 +281,11 @@ class OutboxSender:
                                message_id=row.header_message_id, request_id=row.request_id)
         log.info("reply sent", extra={"outbox_id": row.id, "kind": row.kind})
         return 1
+
+    async def _suspended_now(self, recipient: str) -> bool:
+        """A last look just before the smarthost gets the reply: suspension takes effect at once."""
+        async with self.db.transaction() as session:
+            return bool(await _suspended_recipients(session, {recipient}))
 
     async def _failed_attempt(self, row: Outbox, error: str) -> None:
         async with self.db.transaction() as session:
