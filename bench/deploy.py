@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import socket
@@ -205,6 +206,10 @@ class Deployment:
     def start(self, roles: str | None = None) -> None:
         """`python run.py --config FILE [--roles ...]`; returns once it accepts connections."""
         command = [sys.executable, "run.py", "--config", str(self.config)]
+        profile_dir = os.environ.get("LERS_BENCH_PROFILE")
+        if profile_dir:  # a cProfile of the gateway's main thread (the event loop), written at exit
+            out = Path(profile_dir) / f"gateway-{roles or 'all'}-{self.port}.prof"
+            command[1:1] = ["-m", "cProfile", "-o", str(out)]
         if roles:
             command += ["--roles", roles]
         with open(self.log, "ab") as log:

@@ -155,8 +155,10 @@ class RssSampler:
 class Bench:
     """One benchmark: the prepared material, the processes it owns, and the report it fills."""
 
-    def __init__(self, plan: Plan, runs: int, backend: str, stack: contextlib.ExitStack) -> None:
+    def __init__(self, plan: Plan, runs: int, backend: str, stack: contextlib.ExitStack,
+                 items: tuple[str, ...] = ()) -> None:
         self.plan, self.runs, self.backend, self.stack = plan, runs, backend, stack
+        self.items = items or tuple(ITEMS)
         self.report = Report(meta={
             "started": datetime.now(UTC).isoformat(timespec="seconds"), "runs": runs, "backend": backend,
             "quick": plan is QUICK, "cpus": os.cpu_count(), "python": platform.python_version(),
@@ -438,8 +440,11 @@ class Bench:
     def run_all(self) -> None:
         sections = (("ingress", self.ingress), ("verified and latency", self.verified),
                     ("flood", self.flood), ("reviewer path", self.reviewer), ("memory", self.memory))
+        wanted = {ITEMS[item] for item in self.items}
         for run in range(self.runs):
             for name, section in sections:
+                if name not in wanted:
+                    continue
                 say(f"run {run + 1}/{self.runs}: {name}...")
                 started = time.monotonic()
                 try:
@@ -450,6 +455,11 @@ class Bench:
                 except Exception as exc:
                     self.report.errors.append(f"run {run + 1}, {name}: {type(exc).__name__}: {exc}")
                 say(f"  {time.monotonic() - started:.1f} s")
+
+
+# --items names -> the sections of `run_all`
+ITEMS = {"ingress": "ingress", "verified": "verified and latency", "flood": "flood",
+         "reviewer": "reviewer path", "memory": "memory"}
 
 
 def say(text: str) -> None:
@@ -464,6 +474,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the gateway's database (postgresql: a throw-away local cluster)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
                         help=f"where to write the results (default {DEFAULT_JSON.relative_to(REPO)})")
+    parser.add_argument("--items", nargs="+", choices=sorted(ITEMS), default=[],
+                        help="measure only these items (default: all; items 2 and 3 are one section)")
     args = parser.parse_args(argv)
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -475,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        bench = Bench(plan, args.runs or plan.runs, args.backend, stack)
+        bench = Bench(plan, args.runs or plan.runs, args.backend, stack, tuple(args.items))
         try:
             bench.prepare()
             bench.run_all()

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from gateway import queue
-from gateway.chat import ChatBot, notifications_disabled
+from gateway.chat import ChatBot
 from gateway.config import Settings
 from gateway.datasource import DataSource
 from gateway.db import Database
@@ -159,11 +159,12 @@ class Gateway:
             "produce": partial(self._then_send, partial(produce, production)),
             "notices": partial(create_notices, settings, core.db, self.data_source),
         }
-        if not settings.telegram.enabled:  # nobody will send them: close them
-            handlers.update(dict.fromkeys(CHAT_JOBS, partial(notifications_disabled, core.db)))
+        # with Telegram off nobody will send chat jobs: the worker closes them where it claims them
+        closed = frozenset(CHAT_JOBS) if not settings.telegram.enabled else frozenset()
         work = settings.worker
         self.worker = Worker(core.db, handlers, lease_seconds=work.lease_seconds,
-                             max_attempts=work.max_attempts, poll_seconds=work.poll_seconds)
+                             max_attempts=work.max_attempts, poll_seconds=work.poll_seconds,
+                             close_kinds=closed)
         self.chat_worker = None
         if self.chat is not None:  # chat jobs are sent by whichever process holds the chat duty
             self.chat_worker = Worker(

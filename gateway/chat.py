@@ -438,8 +438,3 @@ async def session_has_reviewer(db: Database, telegram_id: int) -> bool:
     async with db.transaction() as session:
         return await session.scalar(select(Reviewer.id).where(Reviewer.telegram_id == telegram_id,
                                                               Reviewer.active.is_(True))) is not None
-
-
-async def notifications_disabled(db: Database, job: Job) -> None:
-    """With Telegram off, notification jobs are closed (the audit log still has every event)."""
-    await queue.finish(db, job)

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,6 +91,44 @@ class KeyStatus:
     revoked: bool
     expired: bool
     can_encrypt: bool
+
+
+KEY_STATUS_SECONDS = 60.0  # a cached key status is re-read at least this often anyway
+
+
+@dataclass(frozen=True)
+class _CachedStatus:
+    status: KeyStatus | None
+    stamp: tuple[tuple[int, ...] | None, ...]  # the keyring files when gpg listed the key
+    until: float  # time.monotonic()
+    expiry: float | None  # the earliest expiry (epoch seconds) of the key or a subkey
+
+    def fresh(self, stamp: tuple[tuple[int, ...] | None, ...]) -> bool:
+        return (stamp == self.stamp and time.monotonic() < self.until
+                and (self.expiry is None or time.time() < self.expiry))
+
+
+def _key_status_of(fingerprint: str, key: dict[str, Any]) -> KeyStatus:
+    expires = _timestamp(key.get("expires"))
+    capabilities = key.get("cap", "")
+    return KeyStatus(
+        fingerprint=fingerprint,
+        user_ids=tuple(key["uids"]),
+        emails=tuple(_uid_email(uid) for uid in key["uids"] if _uid_email(uid)),
+        expires_at=expires,
+        revoked=key.get("trust") == "r",
+        expired=key.get("trust") == "e",
+        can_encrypt="E" in capabilities,
+    )
+
+
+def _first_expiry(key: dict[str, Any] | None) -> float | None:
+    """When the listing goes stale by itself: the key or one of its subkeys expires."""
+    if key is None:
+        return None
+    values = [key.get("expires"), *(sub.get("expires") for sub in key.get("subkey_info", {}).values())]
+    stamps = [stamp.timestamp() for v in values if (stamp := _timestamp(v)) is not None]
+    return min(stamps, default=None)
 
 
 class _StatusRecorder(gnupg.Verify):
@@ -176,6 +215,7 @@ class OpenPGP:
                                 "crypt": _CryptRecorder, "import": _ImportRecorder}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpg")
         self.gateway_fingerprint: str | None = None
+        self._status_cache: dict[str, _CachedStatus] = {}  # see key_status
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -321,24 +361,45 @@ class OpenPGP:
         return frozenset(ids)
 
     async def key_status(self, fingerprint: str) -> KeyStatus | None:
+        """The key's user IDs, expiry, revocation and capabilities, as gpg lists them now.
+
+        Asked twice per request (the identity rule, then the outbox before it encrypts), so the
+        answer is cached for as long as the keyring files are unchanged (`_keyring_stamp`), at most
+        KEY_STATUS_SECONDS, and never past an expiry date in the listing: any import, revocation
+        or deletion, by this process, the CLI or gpg itself, rewrites the keyring, and the next
+        call lists the key again. That keeps "a key revoked while a reply waits holds the reply".
+        """
+        hit = self._status_cache.get(fingerprint)
+        if hit is not None and hit.fresh(self._keyring_stamp()):
+            return hit.status
         return await self._run(self._key_status, fingerprint)
 
     def _key_status(self, fingerprint: str) -> KeyStatus | None:
+        stamp = self._keyring_stamp()
+        hit = self._status_cache.get(fingerprint)
+        if hit is not None and hit.fresh(stamp):
+            return hit.status
         keys = self._gpg.list_keys(keys=[fingerprint])
         key = next((k for k in keys if k["fingerprint"] == fingerprint), None)
-        if key is None:
-            return None
-        expires = _timestamp(key.get("expires"))
-        capabilities = key.get("cap", "")
-        return KeyStatus(
-            fingerprint=fingerprint,
-            user_ids=tuple(key["uids"]),
-            emails=tuple(_uid_email(uid) for uid in key["uids"] if _uid_email(uid)),
-            expires_at=expires,
-            revoked=key.get("trust") == "r",
-            expired=key.get("trust") == "e",
-            can_encrypt="E" in capabilities,
-        )
+        status = None if key is None else _key_status_of(fingerprint, key)
+        if self._keyring_stamp() == stamp:  # nothing changed while gpg listed: safe to keep
+            if len(self._status_cache) > 10_000:
+                self._status_cache.clear()
+            self._status_cache[fingerprint] = _CachedStatus(
+                status, stamp, time.monotonic() + KEY_STATUS_SECONDS, _first_expiry(key))
+        return status
+
+    def _keyring_stamp(self) -> tuple[tuple[int, ...] | None, ...]:
+        """Identity, size and times of the public keyring files: gpg rewrites them on any change."""
+        stamps: list[tuple[int, ...] | None] = []
+        for name in ("pubring.kbx", "pubring.gpg"):
+            try:
+                st = os.stat(self.home / name)
+            except FileNotFoundError:
+                stamps.append(None)
+                continue
+            stamps.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(stamps)
 
     # --- verification ----------------------------------------------------------------------
 

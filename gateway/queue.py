@@ -7,7 +7,7 @@ A job that keeps failing is shunted: kept with its error for a human, never drop
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -28,44 +28,61 @@ def enqueue(session: AsyncSession, kind: str, *, message_id: int | None = None,
 
 
 async def claim(db: Database, lease_seconds: float, max_attempts: int = 5,
-                kinds: tuple[str, ...] | None = None) -> Job | None:
+                kinds: tuple[str, ...] | None = None,
+                close_kinds: frozenset[str] = frozenset()) -> Job | None:
     """Take the oldest runnable job (queued and due, or with an expired lease) of the highest
     priority (the lowest number: mail that looks signed by a known key before the rest).
 
     A job already claimed `max_attempts` times that never finished killed its worker each time
-    (e.g. ran it out of memory): it is shunted instead of being run again.
+    (e.g. ran it out of memory): it is shunted instead of being run again. Jobs of `close_kinds`
+    have nothing to do here (chat notifications with Telegram off): they are marked done in this
+    transaction and the next job is looked at, instead of a transaction to claim and one to finish.
     """
     now = utcnow()
     async with db.transaction() as session:
-        query = (
-            select(Job)
-            .where(
-                or_(
-                    (Job.state == "queued") & (Job.run_after <= now),
-                    (Job.state == "running") & (Job.lease_until < now),
-                )
+        for _ in range(CLOSE_AT_ONCE):
+            job = await _claim_one(session, db, now, lease_seconds, max_attempts, kinds)
+            if job is None or job.kind not in close_kinds:
+                return job
+            mark_done(session, job)
+        return None
+
+
+CLOSE_AT_ONCE = 50  # jobs of `close_kinds` closed in one claim at most (then the caller claims again)
+
+
+async def _claim_one(session: AsyncSession, db: Database, now: datetime, lease_seconds: float,
+                     max_attempts: int, kinds: tuple[str, ...] | None) -> Job | None:
+    """One claim (see `claim`), inside the caller's transaction."""
+    query = (
+        select(Job)
+        .where(
+            or_(
+                (Job.state == "queued") & (Job.run_after <= now),
+                (Job.state == "running") & (Job.lease_until < now),
             )
-            .order_by(Job.priority, Job.id)
-            .limit(1)
         )
-        if kinds is not None:
-            query = query.where(Job.kind.in_(kinds))
-        if not db.is_sqlite:  # SQLite serialises writers with BEGIN IMMEDIATE instead
-            query = query.with_for_update(skip_locked=True)
-        job = await session.scalar(query)
-        if job is None:
-            return None
-        if job.attempts >= max_attempts:
-            job.state = "shunted"
-            job.last_error = (job.last_error or "") + f" [claimed {job.attempts} times, never finished]"
-            job.lease_until = None
-            await audit.record(session, "system", "job.shunted", f"job:{job.id}", kind=job.kind,
-                               error="never finished", attempts=job.attempts)
-            return None
-        job.state = "running"
-        job.attempts += 1
-        job.lease_until = now + timedelta(seconds=lease_seconds)
-        return job
+        .order_by(Job.priority, Job.id)
+        .limit(1)
+    )
+    if kinds is not None:
+        query = query.where(Job.kind.in_(kinds))
+    if not db.is_sqlite:  # SQLite serialises writers with BEGIN IMMEDIATE instead
+        query = query.with_for_update(skip_locked=True)
+    job = await session.scalar(query)
+    if job is None:
+        return None
+    if job.attempts >= max_attempts:
+        job.state = "shunted"
+        job.last_error = (job.last_error or "") + f" [claimed {job.attempts} times, never finished]"
+        job.lease_until = None
+        await audit.record(session, "system", "job.shunted", f"job:{job.id}", kind=job.kind,
+                           error="never finished", attempts=job.attempts)
+        return None
+    job.state = "running"
+    job.attempts += 1
+    job.lease_until = now + timedelta(seconds=lease_seconds)
+    return job
 
 
 async def release_all_leases(db: Database) -> int:

@@ -34,6 +34,7 @@ MAGIC = b"LERS\x01"
 TEXT_PREFIX = "lers1:"
 KEY_ID_BYTES = 8
 NONCE_BYTES = 12
+TAG_BYTES = 16  # AES-GCM's authentication tag, after the ciphertext
 
 
 class VaultError(Exception):
@@ -48,22 +49,29 @@ class Vault:
         self.current = current
 
     def seal(self, data: bytes, purpose: str) -> bytes:
+        """MAGIC, key id, nonce, then AES-GCM ciphertext and tag, written into one buffer: a raw
+        message of 30 MB costs one more copy here, not two (ciphertext, then the concatenation)."""
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._ciphers[self.current].encrypt(nonce, data, purpose.encode())
-        return MAGIC + self.current + nonce + sealed
+        head = MAGIC + self.current + nonce
+        sealed = bytearray(len(head) + len(data) + TAG_BYTES)
+        sealed[:len(head)] = head
+        self._ciphers[self.current].encrypt_into(nonce, data, purpose.encode(),
+                                                 memoryview(sealed)[len(head):])
+        return sealed  # type: ignore[return-value]  # bytes-like: every driver binds it as a blob
 
     def open(self, blob: bytes, purpose: str) -> bytes:
         if not blob.startswith(MAGIC):
             raise VaultError(f"{purpose}: the stored value is not sealed")
-        key_id = blob[len(MAGIC):len(MAGIC) + KEY_ID_BYTES]
+        key_id = bytes(blob[len(MAGIC):len(MAGIC) + KEY_ID_BYTES])
         nonce_at = len(MAGIC) + KEY_ID_BYTES
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise VaultError(f"{purpose}: sealed with data key {key_id.hex()}, which this gateway "
                              "does not have")
         try:
-            return cipher.decrypt(blob[nonce_at:nonce_at + NONCE_BYTES], blob[nonce_at + NONCE_BYTES:],
-                                  purpose.encode())
+            # a view, not a slice: opening a 30 MB value does not copy the ciphertext first
+            return cipher.decrypt(blob[nonce_at:nonce_at + NONCE_BYTES],
+                                  memoryview(blob)[nonce_at + NONCE_BYTES:], purpose.encode())
         except InvalidTag as exc:
             raise VaultError(f"{purpose}: the sealed value was altered or belongs elsewhere") from exc
 

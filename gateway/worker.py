@@ -19,9 +19,10 @@ JobHandler = Callable[[Job], Awaitable[None]]
 
 class Worker:
     def __init__(self, db: Database, handlers: dict[str, JobHandler], *, lease_seconds: float,
-                 max_attempts: int, poll_seconds: float) -> None:
+                 max_attempts: int, poll_seconds: float, close_kinds: frozenset[str] = frozenset()) -> None:
         self.db = db
         self.handlers = handlers
+        self.close_kinds = close_kinds  # nothing to do for these: closed where claimed (queue.claim)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.poll_seconds = poll_seconds
@@ -29,7 +30,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            job = await queue.claim(self.db, self.lease_seconds, self.max_attempts, tuple(self.handlers))
+            job = await queue.claim(self.db, self.lease_seconds, self.max_attempts,
+                                    (*self.handlers, *self.close_kinds), self.close_kinds)
             if job is not None:
                 await self.run_job(job)
                 continue

@@ -439,12 +439,24 @@ def _replay_key(check: SignatureCheck, signed_bytes: bytes) -> str:
 
 def outer_from_address(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> str | Refusal:
     """The message's own From header, judged strictly (it is what mail clients show)."""
-    head, _ = split_head_body(canonical_line_endings(raw))
+    head = outer_head(raw)
     problem = header_problem(head, limits)
     if problem:
         return Refusal("bad_from", problem.detail)
     values = parse_headers(head).get_all("From") or []
     return single_from_address([str(v) for v in values])
+
+
+def outer_head(raw: bytes) -> bytes:
+    """The message's header block, CRLF, without copying the body (which may be tens of MB).
+
+    Any empty line, in any mix of CR, LF and CRLF, contains LF LF, CR CR or LF CR; the header block
+    ends within 4 bytes after the first of them, so canonicalising up to there finds the same head
+    as canonicalising the whole message."""
+    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\r\r"), raw.find(b"\n\r")) if i >= 0]
+    cut = min(ends) + 4 if ends else len(raw)
+    head, _ = split_head_body(canonical_line_endings(raw[:cut]))
+    return head
 
 
 def single_from_address(values: list[str]) -> str | Refusal:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
@@ -20,14 +20,17 @@ ENROLLED_VIA = {"operator": "by an operator", "enrolment": "by reviewers after a
 
 async def reputation_lines(session: AsyncSession, officer: Officer, request_id: int | None) -> list[str]:
     """Short lines for /show and the new-request notice; `request_id` is the one being shown."""
-    earlier = list(await session.scalars(select(Request.status).where(
-        Request.officer_id == officer.id, Request.id != (request_id or 0))))
-    agency_count = len(list(await session.scalars(select(Request.id).where(
-        Request.agency_id == officer.agency_id, Request.id != (request_id or 0)))))
+    # counted in SQL: an officer with thousands of requests costs one row per status, not one per request
+    earlier = dict((await session.execute(
+        select(Request.status, func.count()).where(Request.officer_id == officer.id,
+                                                   Request.id != (request_id or 0))
+        .group_by(Request.status))).tuples().all())
+    agency_count = await session.scalar(select(func.count()).select_from(Request).where(
+        Request.agency_id == officer.agency_id, Request.id != (request_id or 0))) or 0
     if earlier:
         outcomes = ", ".join(f"{n} {status.replace('_', ' ')}"
                              for status, n in Counter(earlier).most_common())
-        lines = [f"History: {len(earlier)} earlier request(s) from this officer ({outcomes}); "
+        lines = [f"History: {sum(earlier.values())} earlier request(s) from this officer ({outcomes}); "
                  f"{agency_count} from {officer.agency.name}"]
     elif agency_count:
         lines = [f"History: first request from this officer; {agency_count} earlier from "
@@ -37,11 +40,12 @@ async def reputation_lines(session: AsyncSession, officer: Officer, request_id: 
     lines.append(f"Enrolled {officer.created_at:%Y-%m-%d} "
                  f"{ENROLLED_VIA.get(officer.enrolled_via, officer.enrolled_via)}")
     since = utcnow() - timedelta(days=SPOOF_WINDOW_DAYS)
-    refused = list(await session.scalars(select(Message.reason).where(
+    refused = dict((await session.execute(select(Message.reason, func.count()).where(
         Message.direction == "inbound", Message.claimed_from == officer.email,
-        Message.state == "quarantined", Message.received_at >= since)))
+        Message.state == "quarantined", Message.received_at >= since)
+        .group_by(Message.reason))).tuples().all())
     if refused:
         reasons = ", ".join(f"{reason} ×{n}" for reason, n in Counter(refused).most_common())
-        lines.append(f"⚠️ {len(refused)} refused message(s) claimed {officer.email} in the last "
+        lines.append(f"⚠️ {sum(refused.values())} refused message(s) claimed {officer.email} in the last "
                      f"{SPOOF_WINDOW_DAYS} days: {reasons} (lers quarantine list)")
     return lines
