@@ -24,7 +24,7 @@ async def reputation_lines(session: AsyncSession, officer: Officer, request_id: 
     earlier = dict((await session.execute(
         select(Request.status, func.count()).where(Request.officer_id == officer.id,
                                                    Request.id != (request_id or 0))
-        .group_by(Request.status))).tuples().all())
+        .group_by(Request.status))).all())
     agency_count = await session.scalar(select(func.count()).select_from(Request).where(
         Request.agency_id == officer.agency_id, Request.id != (request_id or 0))) or 0
     if earlier:
@@ -43,7 +43,7 @@ async def reputation_lines(session: AsyncSession, officer: Officer, request_id: 
     refused = dict((await session.execute(select(Message.reason, func.count()).where(
         Message.direction == "inbound", Message.claimed_from == officer.email,
         Message.state == "quarantined", Message.received_at >= since)
-        .group_by(Message.reason))).tuples().all())
+        .group_by(Message.reason))).all())
     if refused:
         reasons = ", ".join(f"{reason} ×{n}" for reason, n in Counter(refused).most_common())
         lines.append(f"⚠️ {sum(refused.values())} refused message(s) claimed {officer.email} in the last "
