@@ -19,14 +19,19 @@ from tests.support.mail_factory import Attachment, pdf_bytes, request_body, sign
 from tests.support.officer_keys import TestKey
 
 
-async def test_the_bundle_verifies_offline_with_the_documented_commands(
-        gateway: Harness, alice: TestKey) -> None:
+async def subpoena(gateway: Harness, alice: TestKey) -> tuple[str, bytes]:
+    """The officer's signed subpoena, received and registered: (reference, the mail as sent)."""
     mail = signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=request_body(),
                                attachments=[Attachment("subpoena.pdf", "application/pdf", pdf_bytes("S"))])
     await gateway.send(mail)
     await gateway.settle()
     [request] = await gateway.requests()
-    ref = request["ref"]
+    return str(request["ref"]), mail
+
+
+async def test_the_bundle_verifies_offline_with_the_documented_commands(
+        gateway: Harness, alice: TestKey) -> None:
+    ref, mail = await subpoena(gateway, alice)
     anna = await add_reviewer(gateway.core, 7, "Anna", "approver")
     await decide(ReviewContext(gateway.settings, gateway.core.db), anna, ref, "reject", "outside scope")
     await gateway.settle()
@@ -69,12 +74,7 @@ async def test_the_bundle_verifies_offline_with_the_documented_commands(
 
 async def test_the_bundle_holds_the_production_manifest_the_officer_received(
         gateway: Harness, alice: TestKey) -> None:
-    mail = signed_request_mail(gateway.ring, alice, from_addr=alice.email, body=request_body(),
-                               attachments=[Attachment("subpoena.pdf", "application/pdf", pdf_bytes("S"))])
-    await gateway.send(mail)
-    await gateway.settle()
-    [request] = await gateway.requests()
-    ref = request["ref"]
+    ref, _ = await subpoena(gateway, alice)
     ctx = ReviewContext(gateway.settings, gateway.core.db)
     for telegram_id, name in ((7, "Anna"), (8, "Bert")):  # a subpoena needs two approvers
         await decide(ctx, await add_reviewer(gateway.core, telegram_id, name, "approver"), ref, "approve", "")
