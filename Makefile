@@ -9,10 +9,15 @@ BIN := $(VENV)/bin
 run: $(VENV)/.run-installed
 	$(BIN)/lers serve
 
+# The two halves run side by side (most of a test's time is spent waiting on gpg, sockets and
+# subprocesses): the PostgreSQL half's report is printed after the SQLite half's.
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
-	$(BIN)/pytest
-	LERS_TEST_BACKEND=postgresql $(BIN)/pytest
+	@LERS_TEST_BACKEND=postgresql $(BIN)/pytest > .pytest-postgresql.log 2>&1 & postgresql=$$!; \
+	$(BIN)/pytest; sqlite=$$?; \
+	wait $$postgresql; pg=$$?; \
+	echo "---- the PostgreSQL half (LERS_TEST_BACKEND=postgresql pytest):"; cat .pytest-postgresql.log; \
+	test $$sqlite -eq 0 && test $$pg -eq 0
 
 # Send the README's example request to a running gateway and print its acknowledgement.
 demo: $(VENV)/.run-installed
