@@ -22,13 +22,16 @@ import json
 import os
 import secrets
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import JSON, LargeBinary, Text, select
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:  # the database and gpg modules import this one
+    from gateway.db import Database
+    from gateway.pgp import OpenPGP
 
 MAGIC = b"LERS\x01"
 TEXT_PREFIX = "lers1:"
@@ -91,10 +94,6 @@ class Vault:
 ACTIVE_VAULT: ContextVar[Vault | None] = ContextVar("lers_active_vault", default=None)
 
 
-class PreSealed(bytes):
-    """Bytes sealed ahead of the transaction (off the event loop, for large messages)."""
-
-
 class SealedBytes(TypeDecorator[bytes]):
     impl = LargeBinary
     cache_ok = True
@@ -104,8 +103,8 @@ class SealedBytes(TypeDecorator[bytes]):
         self.purpose = purpose
 
     def process_bind_param(self, value: bytes | None, dialect: Any) -> bytes | None:
-        if value is None or isinstance(value, PreSealed):
-            return None if value is None else bytes(value)
+        if value is None:
+            return None
         vault = ACTIVE_VAULT.get()
         if vault is None:
             return _already_sealed(value, self.purpose)
@@ -177,20 +176,14 @@ def new_data_key() -> tuple[bytes, bytes]:
     return secrets.token_bytes(KEY_ID_BYTES), AESGCM.generate_key(bit_length=256)
 
 
-async def stored_data_keys(session: AsyncSession) -> list[tuple[bytes, str]]:
-    from gateway.models import VaultKey  # the models import nothing from here
-
-    rows = await session.scalars(select(VaultKey).order_by(VaultKey.created_at, VaultKey.id))
-    return [(bytes.fromhex(row.id), row.wrapped) for row in rows]
-
-
-async def load_vault(db: Any, pgp: Any, storage_fingerprint: str) -> Vault:
+async def load_vault(db: Database, pgp: OpenPGP, storage_fingerprint: str) -> Vault:
     """Unwrap the deployment's data keys; the first start (or a new storage key) adds one.
 
     Creation runs under a lock row, so two processes starting together make one key between them.
     """
     from gateway.leases import locked_mark  # import here: leases imports the models
     from gateway.models import VaultKey
+    from gateway.pgp import OpenPGPError
 
     keys: dict[bytes, bytes] = {}
     current: bytes | None = None
@@ -200,10 +193,10 @@ async def load_vault(db: Any, pgp: Any, storage_fingerprint: str) -> Vault:
         for row in rows:
             try:
                 keys[bytes.fromhex(row.id)] = await pgp.unwrap_data_key(row.wrapped)
-            except Exception:
-                if row is rows[-1]:
-                    raise
-                continue  # an older key wrapped to a storage key no longer held: its values stay shut
+            except OpenPGPError:
+                if row.storage_fingerprint == storage_fingerprint:
+                    raise  # the configured storage key must open its own data keys
+                # wrapped to a storage key no longer held: the values it sealed stay shut
         if rows and rows[-1].storage_fingerprint == storage_fingerprint:
             current = bytes.fromhex(rows[-1].id)
         else:

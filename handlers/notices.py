@@ -134,12 +134,11 @@ async def send_due_notices(settings: Settings, db: Database) -> int:
             notice.hold, notice.not_before = hold, until
             if until is None or now < until:
                 continue
+            values = notice_values(settings, request, notice)
             row = queue_notice(session, settings, recipient=notice.email,
                                subject=SUBJECTS.get(notice.language, SUBJECTS["en"]),
-                               text=render(f"notice.{notice.language}", **notice_values(settings, request,
-                                                                                       notice)),
-                               html=render_html(f"notice.{notice.language}",
-                                                **notice_values(settings, request, notice)),
+                               text=render(f"notice.{notice.language}", **values),
+                               html=render_html(f"notice.{notice.language}", **values),
                                request_id=request.id)
             await session.flush()
             notice.state, notice.sent_at, notice.outbox_id = "sent", now, row.id
