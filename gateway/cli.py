@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--country", help="ISO 3166 two-letter code")
     add.add_argument("--key", type=Path, help="the agency's public key (armored): keys it certifies "
                      "are accepted without manual enrolment")
+    keyed = agency.add_parser("set-key", help="give an agency its certifying key, or replace it")
+    keyed.add_argument("name")
+    keyed.add_argument("--key", type=Path, required=True, help="the agency's public key (armored)")
     suspended = agency.add_parser("suspend", help="suspend an agency and so all its officers, at once")
     suspended.add_argument("name")
     suspended.add_argument("--reason", required=True)
@@ -254,6 +257,17 @@ async def cmd_agency_add(core: Core, args: argparse.Namespace) -> int:
     except EnrolmentError as exc:
         raise CliError(str(exc)) from exc
     print(f"agency added: {agency.name} ({agency.domain})")
+    return 0
+
+
+async def cmd_agency_set_key(core: Core, args: argparse.Namespace) -> int:
+    from handlers.enrolment import EnrolmentError, set_agency_key
+    try:
+        agency, previous = await set_agency_key(core, args.name, _read(args.key))
+    except EnrolmentError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"agency key set: {agency.name} {agency.key_fingerprint}"
+          + (f" (replaces {previous}: its certifications no longer enrol officers)" if previous else ""))
     return 0
 
 
@@ -656,6 +670,7 @@ async def cmd_report(core: Core, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Core, argparse.Namespace], Awaitable[int]]] = {
     "init": cmd_init,
     "agency add": cmd_agency_add,
+    "agency set-key": cmd_agency_set_key,
     "agency suspend": cmd_agency_suspend,
     "agency reinstate": cmd_agency_reinstate,
     "agency revoke-key": cmd_key_revocation,

@@ -27,16 +27,7 @@ async def add_agency(core: Core, name: str, domain: str, country: str | None = N
         raise EnrolmentError(f"--domain must be a mail domain such as police.example, got {domain!r}")
     if country is not None and not (len(country) == 2 and country.isalpha()):
         raise EnrolmentError(f"--country must be a two-letter ISO 3166 code, got {country!r}")
-    fingerprint = None
-    if key_data is not None:
-        fingerprints = await core.pgp.import_public_key(key_data)
-        if len(fingerprints) != 1:
-            raise EnrolmentError("the agency key file must hold exactly one key")
-        fingerprint = fingerprints[0]
-        status = await core.pgp.key_status(fingerprint)
-        if status is None or status.revoked or status.expired:
-            raise EnrolmentError(f"the agency key {fingerprint} is "
-                                 f"{'missing' if status is None else 'revoked or expired'}")
+    fingerprint = await _usable_agency_key(core, key_data) if key_data is not None else None
     async with core.db.transaction() as session:
         if await session.scalar(select(Agency).where(Agency.name == name)):
             raise EnrolmentError(f"an agency named {name!r} already exists")
@@ -49,6 +40,42 @@ async def add_agency(core: Core, name: str, domain: str, country: str | None = N
         await audit.record(session, actor, "agency.added", name, domain=domain,
                            country=agency.country, key=fingerprint)
         return agency
+
+
+async def set_agency_key(core: Core, name: str, key_data: bytes,
+                         actor: str = "operator") -> tuple[Agency, str | None]:
+    """Give an agency its certifying key, or replace it (returns the previous fingerprint).
+    From then on only the new key's certifications enrol officers; officers already enrolled
+    keep their own keys, so replacing the agency key does not touch them."""
+    fingerprint = await _usable_agency_key(core, key_data)
+    async with core.db.transaction() as session:
+        agency = await session.scalar(select(Agency).where(Agency.name == name))
+        if agency is None:
+            raise EnrolmentError(f"no agency named {name!r} (see `lers agency add`)")
+        previous = agency.key_fingerprint
+        if previous == fingerprint:
+            raise EnrolmentError(f"{fingerprint} is already {name}'s agency key")
+        owner = await session.get(Key, fingerprint)
+        if owner is not None and not (owner.owner_type == "agency" and owner.owner_id == agency.id):
+            raise EnrolmentError(f"the key {fingerprint} already belongs to another "
+                                 f"{owner.owner_type}")
+        agency.key_fingerprint = fingerprint
+        if owner is None:
+            session.add(Key(fingerprint=fingerprint, owner_type="agency", owner_id=agency.id))
+        await audit.record(session, actor, "agency.key_set", name, key=fingerprint, previous=previous)
+        return agency, previous
+
+
+async def _usable_agency_key(core: Core, key_data: bytes) -> str:
+    """Import an agency key file holding exactly one key that is neither revoked nor expired."""
+    fingerprints = await core.pgp.import_public_key(key_data)
+    if len(fingerprints) != 1:
+        raise EnrolmentError("the agency key file must hold exactly one key")
+    status = await core.pgp.key_status(fingerprints[0])
+    if status is None or status.revoked or status.expired:
+        raise EnrolmentError(f"the agency key {fingerprints[0]} is "
+                             f"{'missing' if status is None else 'revoked or expired'}")
+    return fingerprints[0]
 
 
 async def add_officer(core: Core, email: str, agency_name: str, key_data: bytes,

@@ -308,6 +308,47 @@ async def test_a_certification_by_an_unregistered_or_revoked_agency_key_is_refus
     assert await gateway.requests() == [] and gateway.sink.received == []
 
 
+async def test_an_agency_registered_without_a_key_gets_one_later_and_can_replace_it(
+        make_gateway: GatewayFactory, officer_ring: OfficerKeyring, agency_ring: OfficerKeyring,
+        agency_key: TestKey, tmp_path: Path) -> None:
+    gateway: Harness = await make_gateway()
+    await add_agency(gateway.core, AGENCY, domain="police.test", country="XX")
+    dave = officer_ring.create_key("dave@police.test", "Dave Constable")
+    await send_request(gateway, dave, attachments=[key_file(certify(agency_ring, agency_key,
+                                                                    dave.public_armored, dave))])
+    assert [q["reason"] for q in await gateway.quarantine()] == ["key_not_registered"]
+    key_path = tmp_path / "agency.asc"
+    key_path.write_bytes(agency_key.public_armored)
+    done = await asyncio.to_thread(lers, gateway, "agency", "set-key", AGENCY, "--key", str(key_path))
+    assert done.stdout.strip() == f"agency key set: {AGENCY} {agency_key.fingerprint}", done.stderr
+    await send_request(gateway, dave, case_number="2026-CR-0051",
+                       attachments=[key_file(certify(agency_ring, agency_key, dave.public_armored, dave))])
+    [request] = await gateway.requests()
+    assert request["officer"] == dave.email
+
+    successor = agency_ring.create_key("pki2@police.test", "Test Police CA 2027")
+    key_path.write_bytes(successor.public_armored)
+    replaced = await asyncio.to_thread(lers, gateway, "agency", "set-key", AGENCY, "--key", str(key_path))
+    assert replaced.stdout.strip() == (f"agency key set: {AGENCY} {successor.fingerprint} (replaces "
+                                       f"{agency_key.fingerprint}: its certifications no longer enrol "
+                                       "officers)")
+    again = await asyncio.to_thread(lers, gateway, "agency", "set-key", AGENCY, "--key", str(key_path))
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"lers: error: {successor.fingerprint} is already {AGENCY}'s agency key"
+    erin = officer_ring.create_key("erin@police.test", "Erin Constable")
+    await send_request(gateway, erin, attachments=[key_file(certify(agency_ring, agency_key,
+                                                                    erin.public_armored, erin))])
+    frank = officer_ring.create_key("frank@police.test", "Frank Constable")
+    await send_request(gateway, frank, attachments=[key_file(certify(agency_ring, successor,
+                                                                     frank.public_armored, frank))])
+    assert sorted(r["officer"] for r in await gateway.requests()) == [dave.email, frank.email]
+    refused = {q["claimed_from"]: q["detail"] for q in await gateway.quarantine()}
+    assert "which is no registered agency's key" in refused[erin.email]
+    [entry, replacement] = await audit_entries(gateway, "agency.key_set")
+    assert (entry.details["key"], entry.details["previous"]) == (agency_key.fingerprint, None)
+    assert replacement.details["previous"] == agency_key.fingerprint
+
+
 async def test_a_domain_scoped_trust_signature_holds_only_inside_its_domain(
         make_gateway: GatewayFactory, officer_ring: OfficerKeyring, agency_ring: OfficerKeyring,
         agency_key: TestKey) -> None:
