@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import queue
+from gateway.chunks import raw_bytes
 from gateway.config import Settings
 from gateway.documents import Document, archive_kind, display_name, prepare_documents
 from gateway.logs import set_ref
@@ -94,7 +95,8 @@ async def process_inbound(ctx: ChainContext, job: Job) -> None:
         if message is None or message.state != "received":
             queue.mark_done(session, await session.get(Job, job.id) or job)
             return
-        raw, received_at, transport = message.raw, message.received_at, message.transport
+        raw = await raw_bytes(session, message)  # chunked or inline (gateway/chunks.py)
+        received_at, transport = message.received_at, message.transport
     evaluation = await evaluate(ctx, raw, received_at, message.id, transport)
     documents = []
     problems = []

@@ -1,0 +1,112 @@
+"""Large mail is spooled while it arrives and stored in sealed chunks (issue 8, item 5): what
+the officer and an exported custody bundle get is still the message, byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from gateway.chunks import raw_bytes
+from gateway.custody import export_request
+from gateway.models import Message, MessageChunk
+from gateway.spool import CHUNK, Spool
+from gateway.vault import VaultError
+from tests.conftest import GatewayFactory, Harness, short_tempdir
+from tests.support.mail_factory import Attachment, pdf_bytes, request_body, signed_request_mail
+from tests.support.officer_keys import TestKey
+
+MARKER = b"SPOOL-PLAIN-6142 "
+
+
+def _large_request(gateway: Harness, alice: TestKey) -> bytes:
+    records = Attachment("records.bin", "application/octet-stream", os.urandom(3 * CHUNK))
+    return signed_request_mail(gateway.ring, alice, from_addr=alice.email,
+                               body=request_body(type="subpoena"), attachments=[
+                                   Attachment("subpoena.pdf", "application/pdf", pdf_bytes("SUBPOENA")),
+                                   records])
+
+
+async def _inbound(gateway: Harness) -> Message:
+    async with gateway.core.db.transaction() as session:
+        found = await session.scalar(select(Message).where(Message.direction == "inbound"))
+        assert found is not None
+        return found
+
+
+async def test_a_large_request_is_accepted_and_exported_byte_for_byte(gateway: Harness,
+                                                                      alice: TestKey) -> None:
+    mail = _large_request(gateway, alice)
+    assert (await gateway.send(mail))[0] == 250
+    code, text = await gateway.send(mail)  # a retransmission: the same message, not a new one
+    assert code == 250 and text.endswith(f"message {(await _inbound(gateway)).id}")
+    await gateway.settle()
+    requests = await gateway.requests()
+    assert len(requests) == 1
+    assert any(requests[0]["ref"] in reply.subject for reply in gateway.replies(to=alice.email))
+    stored = await _inbound(gateway)
+    assert stored.chunks > 3 and stored.raw == b""
+
+    out = short_tempdir("spool-") / "bundle"
+    await export_request(gateway.core, str(requests[0]["ref"]), out)
+    exported = next((out / "messages").glob("*-inbound.eml")).read_bytes()
+    assert exported.rstrip(b"\r\n") == mail.rstrip(b"\r\n")
+    assert hashlib.sha256(exported).hexdigest() == stored.sha256
+
+
+async def test_chunks_cannot_be_swapped_or_cut_off(make_gateway: GatewayFactory, alice: TestKey) -> None:
+    gateway = await make_gateway()
+    await gateway.stop_workers()  # judged or not, only the stored bytes matter here
+    assert (await gateway.send(_large_request(gateway, alice)))[0] == 250
+    stored = await _inbound(gateway)
+    async with gateway.core.db.transaction() as session:
+        first, second = (await session.scalars(select(MessageChunk.data).where(
+            MessageChunk.message_id == stored.id, MessageChunk.seq < 2).order_by(MessageChunk.seq))).all()
+        await session.execute(update(MessageChunk).where(MessageChunk.message_id == stored.id,
+                                                         MessageChunk.seq == 0).values(data=second))
+        with pytest.raises(VaultError):
+            await raw_bytes(session, stored)
+        await session.execute(update(MessageChunk).where(MessageChunk.message_id == stored.id,
+                                                         MessageChunk.seq == 0).values(data=first))
+        assert len(await raw_bytes(session, stored)) == stored.size
+        stored.chunks -= 1  # the last chunk dropped: the one before it does not say it is the last
+        with pytest.raises(VaultError):
+            await raw_bytes(session, stored)
+        stored.chunks += 1
+
+
+async def test_the_spool_file_holds_no_plaintext(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    data = MARKER * (3 * CHUNK // len(MARKER))
+    for at in range(0, len(data), 1000):
+        if spool.write(data[at:at + 1000]):
+            await spool.flush()
+    try:
+        assert spool.spooled and not list((tmp_path / "spool").iterdir())  # unlinked at once
+        on_disk = _open_files_under(tmp_path / "spool")
+        assert len(on_disk) >= 2 * CHUNK and MARKER not in on_disk
+        assert b"".join(spool.chunks()) == data
+        assert spool.digest == hashlib.sha256(data).hexdigest() and spool.size == len(data)
+        assert spool.head == data[:len(spool.head)] and spool.tail == data[-len(spool.tail):]
+    finally:
+        spool.close()
+
+
+def _open_files_under(directory: Path) -> bytes:
+    """The bytes of this process's open files under `directory`: what anyone reading the disk
+    could find (the spool file has no name any more)."""
+    found = b""
+    for fd in os.listdir("/proc/self/fd"):
+        link = Path(f"/proc/self/fd/{fd}")
+        if link.is_symlink() and os.readlink(link).startswith(str(directory)):
+            found += link.read_bytes()
+    return found
+
+
+async def test_a_small_message_never_reaches_the_spool(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    assert not spool.write(b"Subject: hi\r\n\r\nhello\r\n")
+    assert spool.inline == b"Subject: hi\r\n\r\nhello\r\n" and not (tmp_path / "spool").exists()
