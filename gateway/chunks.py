@@ -9,6 +9,8 @@ more than once (issue 8, item 5). Small messages keep their bytes in `messages.r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import weakref
 from collections.abc import AsyncIterator, Iterator
 
 from sqlalchemy import insert, select
@@ -78,3 +80,20 @@ async def raw_head(session: AsyncSession, message: Message) -> bytes:
     async for piece in raw_chunks(session, message):
         return piece
     return b""
+
+
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def large_message_turn(payload: object) -> AsyncIterator[None]:
+    """One large message processed at a time in this process (its job's payload says "large",
+    see gateway/ingest.py): each costs a few times its size while it is judged, twenty at once
+    would cost twenty times that. Small messages never wait for it."""
+    if not (isinstance(payload, dict) and payload.get("large")):
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    turn = _TURNS.setdefault(loop, asyncio.Lock())
+    async with turn:
+        yield

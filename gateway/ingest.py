@@ -239,7 +239,8 @@ class GroupCommit:
                 message = new.get(item.digest)
                 if message is not None and item.digest not in firsts:
                     firsts.add(item.digest)
-                    queue.enqueue(session, "inbound", message_id=message.id, priority=item.priority)
+                    queue.enqueue(session, "inbound", message_id=message.id, priority=item.priority,
+                                  payload={"large": True} if message.chunks else None)
                     entries.append(("system", "inbound.received", f"message:{message.id}",
                                     {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
                                      "size": item.size}))

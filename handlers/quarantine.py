@@ -55,7 +55,8 @@ async def release(db: Database, message_id: int, actor: str = "operator") -> Non
         previous = message.reason
         message.state, message.reason, message.reason_detail = "received", None, None
         message.replay_key = None
-        queue.enqueue(session, "inbound", message_id=message.id)
+        queue.enqueue(session, "inbound", message_id=message.id,
+                      payload={"large": True} if message.chunks else None)
         await audit.record(session, actor, "quarantine.released", f"message:{message_id}",
                            previous_reason=previous)
 
