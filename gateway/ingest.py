@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway import audit, queue
-from gateway.chunks import store_chunks
+from gateway.chunks import MESSAGE, store_chunks
 from gateway.db import Database
 from gateway.models import Message
 from gateway.spool import Spool
@@ -233,7 +233,7 @@ class GroupCommit:
             for item in batch:  # a large message's bytes, chunk by chunk (once per digest)
                 message = new.get(item.digest)
                 if item.spool is not None and message is not None and not message.chunks:
-                    await store_chunks(session, message, item.spool.chunks())
+                    message.chunks = await store_chunks(session, MESSAGE, message.id, item.spool.chunks())
             results, entries, firsts = [], [], set()
             for item in batch:
                 message = new.get(item.digest)

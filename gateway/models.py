@@ -185,6 +185,15 @@ class MessageChunk(Base):
     data: Mapped[bytes] = mapped_column(PreSealedBytes())
 
 
+class AttachmentChunk(Base):
+    """One piece of a large attachment, sealed like a MessageChunk."""
+
+    __tablename__ = "attachment_chunks"
+    attachment_id: Mapped[int] = mapped_column(ForeignKey("attachments.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(PreSealedBytes())
+
+
 class RefCounter(Base):
     """The next reference number per year: gap-free and never reused."""
 
@@ -278,7 +287,9 @@ class Attachment(Base):
     content_type: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(SealedBytes("attachments.data"))
+    data: Mapped[bytes] = mapped_column(SealedBytes("attachments.data"))  # b"" when held in chunks
+    # a large file's bytes are in attachment_chunks (gateway/chunks.py), this many
+    chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     extracted_text: Mapped[str | None] = mapped_column(SealedText("attachments.extracted_text"))
     extraction_error: Mapped[str | None] = mapped_column(Text)
 

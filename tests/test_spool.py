@@ -3,6 +3,7 @@ the officer and an exported custody bundle get is still the message, byte for by
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from pathlib import Path
@@ -15,6 +16,8 @@ from gateway.custody import export_request
 from gateway.models import Message, MessageChunk
 from gateway.spool import CHUNK, Spool
 from gateway.vault import VaultError
+from handlers.enrolment import add_reviewer
+from handlers.review import ReviewContext, send_documents
 from tests.conftest import GatewayFactory, Harness, short_tempdir
 from tests.support.mail_factory import Attachment, pdf_bytes, request_body, signed_request_mail
 from tests.support.officer_keys import TestKey
@@ -22,12 +25,11 @@ from tests.support.officer_keys import TestKey
 MARKER = b"SPOOL-PLAIN-6142 "
 
 
-def _large_request(gateway: Harness, alice: TestKey) -> bytes:
-    records = Attachment("records.bin", "application/octet-stream", os.urandom(3 * CHUNK))
+def _large_request(gateway: Harness, alice: TestKey, records: bytes = b"", free_text: str = "") -> bytes:
+    files = [Attachment("subpoena.pdf", "application/pdf", pdf_bytes("SUBPOENA")),
+             Attachment("records.bin", "application/octet-stream", records or os.urandom(3 * CHUNK))]
     return signed_request_mail(gateway.ring, alice, from_addr=alice.email,
-                               body=request_body(type="subpoena"), attachments=[
-                                   Attachment("subpoena.pdf", "application/pdf", pdf_bytes("SUBPOENA")),
-                                   records])
+                               body=request_body(type="subpoena", free_text=free_text), attachments=files)
 
 
 async def _inbound(gateway: Harness) -> Message:
@@ -39,7 +41,8 @@ async def _inbound(gateway: Harness) -> Message:
 
 async def test_a_large_request_is_accepted_and_exported_byte_for_byte(gateway: Harness,
                                                                       alice: TestKey) -> None:
-    mail = _large_request(gateway, alice)
+    records = os.urandom(3 * CHUNK)
+    mail = _large_request(gateway, alice, records)
     assert (await gateway.send(mail))[0] == 250
     code, text = await gateway.send(mail)  # a retransmission: the same message, not a new one
     assert code == 250 and text.endswith(f"message {(await _inbound(gateway)).id}")
@@ -49,12 +52,31 @@ async def test_a_large_request_is_accepted_and_exported_byte_for_byte(gateway: H
     assert any(requests[0]["ref"] in reply.subject for reply in gateway.replies(to=alice.email))
     stored = await _inbound(gateway)
     assert stored.chunks > 3 and stored.raw == b""
+    ctx = ReviewContext(gateway.settings, gateway.core.db)
+    anna = await add_reviewer(gateway.core, 4001, "Anna", "approver")
+    sent = (await send_documents(ctx, anna, str(requests[0]["ref"]))).documents
+    assert [(name.endswith("records.bin"), bytes(data)) for name, data, _ in sent][1] == (True, records)
 
     out = short_tempdir("spool-") / "bundle"
     await export_request(gateway.core, str(requests[0]["ref"]), out)
     exported = next((out / "messages").glob("*-inbound.eml")).read_bytes()
     assert exported.rstrip(b"\r\n") == mail.rstrip(b"\r\n")
     assert hashlib.sha256(exported).hexdigest() == stored.sha256
+
+
+@pytest.mark.sqlite_only  # reads the SQLite file's bytes
+async def test_a_large_message_and_its_files_are_sealed_in_the_database_file(gateway: Harness,
+                                                                            alice: TestKey) -> None:
+    plain = MARKER * (2 * CHUNK // len(MARKER))  # a file that is all marker, and the text too
+    mail = _large_request(gateway, alice, records=plain, free_text=MARKER.decode())
+    assert (await gateway.send(mail))[0] == 250
+    await gateway.settle()
+    assert len(await gateway.requests()) == 1
+    data = gateway.settings.data_dir
+    copy = b"".join(path.read_bytes() for path in (data / "lers.db", data / "lers.db-wal") if path.exists())
+    assert len(copy) > 2 * CHUNK and MARKER.strip() not in copy
+    assert base64.b64encode(plain[:3000])[:64] not in copy  # nor the file as the mail carried it
+    assert not list((data / "spool").iterdir())
 
 
 async def test_chunks_cannot_be_swapped_or_cut_off(make_gateway: GatewayFactory, alice: TestKey) -> None:
