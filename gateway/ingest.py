@@ -21,10 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway import audit, queue
-from gateway.chunks import MESSAGE, store_chunks
+from gateway.chunks import MESSAGE, pieces_of, store_chunks
 from gateway.db import Database
 from gateway.models import Message
-from gateway.spool import Spool
+from gateway.spool import CHUNK, Spool
 
 LARGE = 1024 * 1024  # hash bigger messages in a thread, off the event loop
 log = logging.getLogger(__name__)
@@ -55,14 +55,18 @@ async def ingest(db: Database, raw: bytes, *, transport: str, peer: str | None =
                 await audit.record(session, "system", "inbound.duplicate", f"message:{existing}",
                                    transport=transport, peer=peer, sha256=digest)
                 return IngestResult(existing, duplicate=True)
+            large = len(raw) > CHUNK  # kept in sealed chunks, like a spooled message
             message = Message(
-                direction="inbound", transport=transport, sha256=digest, raw=raw, size=len(raw),
-                header_message_id=_header_message_id(raw), peer=peer,
+                direction="inbound", transport=transport, sha256=digest, raw=b"" if large else raw,
+                size=len(raw), header_message_id=_header_message_id(raw), peer=peer,
                 envelope_from=envelope_from, envelope_to=list(envelope_to or []),
             )
             session.add(message)
             await session.flush()
-            queue.enqueue(session, "inbound", message_id=message.id, priority=priority)
+            if large:
+                message.chunks = await store_chunks(session, MESSAGE, message.id, pieces_of(raw))
+            queue.enqueue(session, "inbound", message_id=message.id, priority=priority,
+                          payload={"large": True} if large else None)
             await audit.record(session, "system", "inbound.received", f"message:{message.id}",
                                transport=transport, peer=peer, sha256=digest, size=len(raw))
             return IngestResult(message.id, duplicate=False)
