@@ -1,5 +1,5 @@
 """A message on its way in, held without holding it whole: small messages stay in memory, a large
-one goes to an encrypted spool file in chunks, hashed as it arrives.
+one goes to an encrypted spool file in records of 256 KiB, hashed as it arrives.
 
 The spool file is unlinked as soon as it is opened and sealed with a key that lives only in this
 object, so what reaches the disk is ciphertext nobody can open, and a crash leaves nothing behind
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-CHUNK = 1024 * 1024  # bytes per sealed chunk, in the spool and in the database
+CHUNK = 1024 * 1024  # bytes per sealed chunk in the database (gateway/chunks.py)
+RECORD = 256 * 1024  # a message larger than this goes to the spool file, this much at a time
 HEAD = 64 * 1024  # what triage and the header Message-ID look at
 NONCE = 12
 TAG = 16
@@ -26,7 +27,7 @@ TAG = 16
 
 class Spool:
     """Append bytes with `write` (and `flush` when it says so); then `digest`, `size`, `head`,
-    and either `inline` (the whole message, when it stayed under one chunk) or `chunks()` (each
+    and either `inline` (the whole message, when it stayed under one record) or `chunks()` (each
     chunk in turn, for a thread)."""
 
     def __init__(self, directory: Path) -> None:
@@ -35,24 +36,25 @@ class Spool:
         self._buffer = bytearray()
         self.size = 0
         self._head = b""
-        self._last = b""  # the end of the last chunk in the file
+        self._last = b""  # the end of the last record in the file
         self._file: int | None = None
-        self._lengths: list[int] = []  # plaintext length of each chunk in the file
+        self._lengths: list[int] = []  # plaintext length of each record in the file
         self._cipher: AESGCM | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> bool:
-        """Append; True when a full chunk waits for `flush`."""
+        """Append; True when a full record waits for `flush`."""
         self._hash.update(data)
         self.size += len(data)
         self._buffer += data
-        return len(self._buffer) >= CHUNK
+        return len(self._buffer) >= RECORD
 
     async def flush(self) -> None:
-        """Move every full chunk to the file (sealed, in a thread)."""
-        while len(self._buffer) >= CHUNK:
-            chunk = bytes(self._buffer[:CHUNK])
-            del self._buffer[:CHUNK]
-            await asyncio.to_thread(self._append, chunk)
+        """Move every full record to the file (sealed, in a thread): a connection holds at most
+        about one record, however large its message."""
+        while len(self._buffer) >= RECORD:
+            record = bytes(self._buffer[:RECORD])
+            del self._buffer[:RECORD]
+            await asyncio.to_thread(self._append, record)
 
     @property
     def spooled(self) -> bool:
@@ -79,14 +81,24 @@ class Spool:
     def chunks(self) -> Iterator[bytes]:
         """The message in CHUNK-sized pieces (the last one shorter); reads the file: call from a
         thread."""
+        pending = bytearray()
+        for record in self._records():
+            pending += record
+            while len(pending) >= CHUNK:
+                yield bytes(pending[:CHUNK])
+                del pending[:CHUNK]
+        pending += self._buffer
+        while pending:
+            yield bytes(pending[:CHUNK])
+            del pending[:CHUNK]
+
+    def _records(self) -> Iterator[bytes]:
         assert self._file is not None and self._cipher is not None
         offset = 0
         for index, length in enumerate(self._lengths):
             sealed = os.pread(self._file, NONCE + length + TAG, offset)
             offset += len(sealed)
             yield self._cipher.decrypt(sealed[:NONCE], sealed[NONCE:], index.to_bytes(8, "big"))
-        if self._buffer:
-            yield bytes(self._buffer)
 
     def close(self) -> None:
         if self._file is not None:
@@ -94,18 +106,18 @@ class Spool:
             self._file = None
         self._buffer = bytearray()
 
-    def _append(self, chunk: bytes) -> None:
+    def _append(self, record: bytes) -> None:
         if self._file is None:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, name = tempfile.mkstemp(dir=self.directory, prefix="in-")
             os.unlink(name)  # nothing to clean up after a crash
-            self._head = chunk[:HEAD]
+            self._head = record[:HEAD]
             self._file, self._cipher = fd, AESGCM(AESGCM.generate_key(bit_length=256))
         assert self._cipher is not None
         nonce = os.urandom(NONCE)
-        sealed = nonce + self._cipher.encrypt(nonce, chunk, len(self._lengths).to_bytes(8, "big"))
+        sealed = nonce + self._cipher.encrypt(nonce, record, len(self._lengths).to_bytes(8, "big"))
         view = memoryview(sealed)
         while view:
             view = view[os.write(self._file, view):]
-        self._lengths.append(len(chunk))
-        self._last = chunk[-HEAD:]
+        self._lengths.append(len(record))
+        self._last = record[-HEAD:]
