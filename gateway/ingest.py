@@ -139,6 +139,8 @@ class GroupCommit:
             self.task = asyncio.create_task(self._write(), name="ingest-writer")
         if isinstance(raw, Spool):
             spool = raw if raw.spooled else None
+            if spool is not None:
+                spool.hand_over()  # closed by `_write` once stored or failed
             data, digest, size = raw.inline or b"", raw.digest, raw.size
         else:
             spool, data, digest, size = None, raw, await sha256_of(raw), len(raw)
@@ -172,16 +174,25 @@ class GroupCommit:
                 for item in batch:
                     if not item.done.done():
                         item.done.cancel()
+                self._close_spools(batch)
                 raise
             except Exception:
                 if len(batch) > 1:
                     log.warning("group commit failed, storing the batch one by one",
                                 extra={"count": len(batch)}, exc_info=True)
                 await asyncio.gather(*(self._alone(item) for item in batch))
+                self._close_spools(batch)
                 continue
             for item, result in zip(batch, results, strict=True):
                 if not item.done.done():
                     item.done.set_result(result)
+            self._close_spools(batch)
+
+    @staticmethod
+    def _close_spools(batch: list[_Pending]) -> None:
+        for item in batch:
+            if item.spool is not None:
+                item.spool.close()
 
     def starting(self, key: object) -> None:
         """A sender said MAIL FROM: its message may join the next batch."""

@@ -53,7 +53,7 @@ class SpoolingSMTP(SMTP):
             self._set_post_data_state()
             await self.push("250 OK" if status is MISSING else status)
         finally:
-            spool.close()
+            spool.close(unless_handed_over=True)
 
     async def _receive(self, spool: Spool) -> str | None:
         """Read up to the lone dot; the refusal to answer, or None when the spool holds it all."""

@@ -40,6 +40,7 @@ class Spool:
         self._file: int | None = None
         self._lengths: list[int] = []  # plaintext length of each record in the file
         self._cipher: AESGCM | None = None
+        self.handed_over = False
 
     def write(self, data: bytes | bytearray | memoryview) -> bool:
         """Append; True when a full record waits for `flush`."""
@@ -100,7 +101,14 @@ class Spool:
             offset += len(sealed)
             yield self._cipher.decrypt(sealed[:NONCE], sealed[NONCE:], index.to_bytes(8, "big"))
 
-    def close(self) -> None:
+    def hand_over(self) -> None:
+        """Whoever stores the message closes the spool (a sender that hangs up while its message
+        is being stored must not close the file under the writer)."""
+        self.handed_over = True
+
+    def close(self, *, unless_handed_over: bool = False) -> None:
+        if unless_handed_over and self.handed_over:
+            return
         if self._file is not None:
             os.close(self._file)
             self._file = None
