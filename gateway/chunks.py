@@ -118,6 +118,14 @@ async def attachment_bytes(session: AsyncSession, attachment: Attachment) -> byt
     return await _whole(session, ATTACHMENT, attachment.id, attachment.chunks, attachment.size)
 
 
+TURN_BYTES = 8 * 1024 * 1024  # messages this large are processed one at a time
+
+
+def turn_payload(size: int) -> dict[str, Any] | None:
+    """The inbound job's payload: marks a message that must wait for `large_message_turn`."""
+    return {"large": True} if size >= TURN_BYTES else None
+
+
 _TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 

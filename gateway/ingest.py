@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway import audit, queue
-from gateway.chunks import MESSAGE, pieces_of, store_chunks
+from gateway.chunks import MESSAGE, pieces_of, store_chunks, turn_payload
 from gateway.db import Database
 from gateway.models import Message
 from gateway.spool import CHUNK, Spool
@@ -66,7 +66,7 @@ async def ingest(db: Database, raw: bytes, *, transport: str, peer: str | None =
             if large:
                 message.chunks = await store_chunks(session, MESSAGE, message.id, pieces_of(raw))
             queue.enqueue(session, "inbound", message_id=message.id, priority=priority,
-                          payload={"large": True} if large else None)
+                          payload=turn_payload(len(raw)))
             await audit.record(session, "system", "inbound.received", f"message:{message.id}",
                                transport=transport, peer=peer, sha256=digest, size=len(raw))
             return IngestResult(message.id, duplicate=False)
@@ -138,10 +138,15 @@ class GroupCommit:
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._write(), name="ingest-writer")
         if isinstance(raw, Spool):
-            spool = raw if raw.spooled else None
+            spool = raw if raw.spooled and raw.size > CHUNK else None
             if spool is not None:
                 spool.hand_over()  # closed by `_write` once stored or failed
-            data, digest, size = raw.inline or b"", raw.digest, raw.size
+                data = b""
+            elif raw.spooled:  # at most a chunk: stored inline, like any small message
+                data = await asyncio.to_thread(lambda: b"".join(raw.chunks()))
+            else:
+                data = raw.inline or b""
+            digest, size = raw.digest, raw.size
         else:
             spool, data, digest, size = None, raw, await sha256_of(raw), len(raw)
         item = _Pending(data, spool, digest, size, transport, peer, envelope_from, list(envelope_to or []),
@@ -255,7 +260,7 @@ class GroupCommit:
                 if message is not None and item.digest not in firsts:
                     firsts.add(item.digest)
                     queue.enqueue(session, "inbound", message_id=message.id, priority=item.priority,
-                                  payload={"large": True} if message.chunks else None)
+                                  payload=turn_payload(item.size))
                     entries.append(("system", "inbound.received", f"message:{message.id}",
                                     {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
                                      "size": item.size}))

@@ -1,5 +1,5 @@
 """A message on its way in, held without holding it whole: small messages stay in memory, a large
-one goes to an encrypted spool file in records of 256 KiB, hashed as it arrives.
+one goes to an encrypted spool file in records of 64 KiB, hashed as it arrives.
 
 The spool file is unlinked as soon as it is opened and sealed with a key that lives only in this
 object, so what reaches the disk is ciphertext nobody can open, and a crash leaves nothing behind
@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 CHUNK = 1024 * 1024  # bytes per sealed chunk in the database (gateway/chunks.py)
-RECORD = 256 * 1024  # a message larger than this goes to the spool file, this much at a time
+RECORD = 64 * 1024  # a message larger than this goes to the spool file, this much at a time
 HEAD = 64 * 1024  # what triage and the header Message-ID look at
 NONCE = 12
 TAG = 16

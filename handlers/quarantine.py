@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from gateway import audit, queue
-from gateway.chunks import raw_bytes
+from gateway.chunks import raw_bytes, turn_payload
 from gateway.clock import utcnow
 from gateway.db import Database
 from gateway.mime import MAX_HEADER_BLOCK
@@ -56,7 +56,7 @@ async def release(db: Database, message_id: int, actor: str = "operator") -> Non
         message.state, message.reason, message.reason_detail = "received", None, None
         message.replay_key = None
         queue.enqueue(session, "inbound", message_id=message.id,
-                      payload={"large": True} if message.chunks else None)
+                      payload=turn_payload(message.size))
         await audit.record(session, actor, "quarantine.released", f"message:{message_id}",
                            previous_reason=previous)
 

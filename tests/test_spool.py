@@ -132,3 +132,11 @@ async def test_a_small_message_never_reaches_the_spool(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     assert not spool.write(b"Subject: hi\r\n\r\nhello\r\n")
     assert spool.inline == b"Subject: hi\r\n\r\nhello\r\n" and not (tmp_path / "spool").exists()
+
+
+async def test_a_mail_under_a_chunk_is_stored_whole_even_if_spooled(gateway: Harness,
+                                                                   alice: TestKey) -> None:
+    mail = _large_request(gateway, alice, records=os.urandom(CHUNK // 2))  # spooled: over 64 KiB
+    assert (await gateway.send(mail))[0] == 250
+    stored = await _inbound(gateway)
+    assert stored.chunks == 0 and stored.raw.rstrip(b"\r\n") == mail.rstrip(b"\r\n")
