@@ -19,6 +19,7 @@ from gateway.chat import ChatStartError
 from gateway.config import ConfigError, Settings, config_path, load_settings
 from gateway.db import SchemaError
 from gateway.logs import setup_logging
+from gateway.malloc import return_large_blocks_promptly
 from gateway.pgp import OpenPGPError
 from gateway.records import list_quarantine, list_requests, show_request
 
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError(f"--roles: unknown role(s) {', '.join(sorted(unknown)) or '(none given)'}; "
                                f"choose from {','.join(ROLES)}")
             setup_logging()
+            return_large_blocks_promptly()  # gateway/malloc.py: large mail must not leave RSS behind
             asyncio.run(serve(settings, roles))
             return 0
         setup_logging("WARNING")

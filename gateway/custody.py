@@ -21,6 +21,7 @@ from sqlalchemy import or_, select
 
 from gateway import audit
 from gateway.app import Core
+from gateway.chunks import raw_bytes
 from gateway.models import AuditEntry, Message, Production, Request, Review
 from gateway.records import show_request
 from handlers.production import manifest_file
@@ -51,9 +52,9 @@ async def export_request(core: Core, ref: str, out: Path, actor: str = "operator
             .order_by(AuditEntry.id)))
         production = await session.scalar(select(Production).where(Production.request_id == request.id))
         await audit.record(session, actor, "custody.exported", ref, messages=len(messages))
-    files: dict[str, bytes] = {}
-    for message in messages:
-        files[f"messages/{message.id:06d}-{message.direction}.eml"] = message.raw
+        files: dict[str, bytes] = {}
+        for message in messages:
+            files[f"messages/{message.id:06d}-{message.direction}.eml"] = await raw_bytes(session, message)
     details["reviews"] = [{"at": r.created_at.isoformat(), "reviewer": r.reviewer.name,
                            "telegram_id": r.reviewer.telegram_id, "action": r.action, "text": r.text}
                           for r in reviews]

@@ -16,6 +16,7 @@ from gateway.models import Base
 from gateway.vault import ACTIVE_VAULT
 
 BATCH = 500
+CHUNK_BATCH = 8  # rows of message_chunks / attachment_chunks hold 1 MiB each: a few at a time
 
 
 async def copy_database(source_url: str, target_url: str,
@@ -39,7 +40,8 @@ async def copy_database(source_url: str, target_url: str,
             count = 0
             async with source.engine.connect() as reader, target.engine.begin() as writer:
                 result = await reader.stream(select(table).order_by(*table.primary_key.columns))
-                async for batch in result.mappings().partitions(BATCH):
+                size = CHUNK_BATCH if table.name.endswith("_chunks") else BATCH
+                async for batch in result.mappings().partitions(size):
                     await writer.execute(insert(table), [dict(row) for row in batch])
                     count += len(batch)
                     progress(table.name, len(batch))

@@ -21,8 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gateway import audit, queue
+from gateway.chunks import MESSAGE, pieces_of, store_chunks, turn_payload
 from gateway.db import Database
 from gateway.models import Message
+from gateway.spool import CHUNK, Spool
 
 LARGE = 1024 * 1024  # hash bigger messages in a thread, off the event loop
 log = logging.getLogger(__name__)
@@ -53,26 +55,34 @@ async def ingest(db: Database, raw: bytes, *, transport: str, peer: str | None =
                 await audit.record(session, "system", "inbound.duplicate", f"message:{existing}",
                                    transport=transport, peer=peer, sha256=digest)
                 return IngestResult(existing, duplicate=True)
+            large = len(raw) > CHUNK  # kept in sealed chunks, like a spooled message
             message = Message(
-                direction="inbound", transport=transport, sha256=digest, raw=raw, size=len(raw),
-                header_message_id=_header_message_id(raw), peer=peer,
+                direction="inbound", transport=transport, sha256=digest, raw=b"" if large else raw,
+                size=len(raw), header_message_id=_header_message_id(raw), peer=peer,
                 envelope_from=envelope_from, envelope_to=list(envelope_to or []),
             )
             session.add(message)
             await session.flush()
-            queue.enqueue(session, "inbound", message_id=message.id, priority=priority)
+            if large:
+                message.chunks = await store_chunks(session, MESSAGE, message.id, pieces_of(raw))
+            queue.enqueue(session, "inbound", message_id=message.id, priority=priority,
+                          payload=turn_payload(len(raw)))
             await audit.record(session, "system", "inbound.received", f"message:{message.id}",
                                transport=transport, peer=peer, sha256=digest, size=len(raw))
             return IngestResult(message.id, duplicate=False)
-    except IntegrityError:
-        # Two deliveries of the same bytes raced; the other one won.
-        async with db.transaction() as session:
-            existing = await session.scalar(
-                select(Message.id).where(Message.direction == "inbound", Message.sha256 == digest)
-            )
-        if existing is None:
-            raise
-        return IngestResult(existing, duplicate=True)
+    except IntegrityError as exc:
+        return await _raced(db, digest, exc)
+
+
+async def _raced(db: Database, digest: str, error: IntegrityError) -> IngestResult:
+    """Two deliveries of the same bytes raced; the other one won (else the error stands)."""
+    async with db.transaction() as session:
+        existing = await session.scalar(
+            select(Message.id).where(Message.direction == "inbound", Message.sha256 == digest)
+        )
+    if existing is None:
+        raise error
+    return IngestResult(existing, duplicate=True)
 
 
 def _header_message_id(raw: bytes) -> str | None:
@@ -84,8 +94,10 @@ def _header_message_id(raw: bytes) -> str | None:
 
 @dataclass
 class _Pending:
-    raw: bytes
+    raw: bytes  # b"" when the message is in `spool`
+    spool: Spool | None
     digest: str
+    size: int
     transport: str
     peer: str | None
     envelope_from: str | None
@@ -118,12 +130,26 @@ class GroupCommit:
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
 
-    async def store(self, raw: bytes, *, transport: str, peer: str | None = None,
+    async def store(self, raw: bytes | Spool, *, transport: str, peer: str | None = None,
                     envelope_from: str | None = None,
                     envelope_to: list[str] | None = None, priority: int = 0) -> IngestResult:
+        """Store raw bytes, or a spooled message (kept in chunks if it left memory; the spool
+        must stay open until this returns)."""
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._write(), name="ingest-writer")
-        item = _Pending(raw, await sha256_of(raw), transport, peer, envelope_from, list(envelope_to or []),
+        if isinstance(raw, Spool):
+            spool = raw if raw.spooled and raw.size > CHUNK else None
+            if spool is not None:
+                spool.hand_over()  # closed by `_write` once stored or failed
+                data = b""
+            elif raw.spooled:  # at most a chunk: stored inline, like any small message
+                data = await asyncio.to_thread(lambda: b"".join(raw.chunks()))
+            else:
+                data = raw.inline or b""
+            digest, size = raw.digest, raw.size
+        else:
+            spool, data, digest, size = None, raw, await sha256_of(raw), len(raw)
+        item = _Pending(data, spool, digest, size, transport, peer, envelope_from, list(envelope_to or []),
                         priority, asyncio.get_running_loop().create_future())
         self.queue.put_nowait(item)
         return await asyncio.shield(item.done)  # a dropped connection does not cancel the batch
@@ -137,7 +163,7 @@ class GroupCommit:
     async def _write(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            size = len(batch[0].raw)
+            size = batch[0].size
             until = time.monotonic() + self.LINGER
             while len(batch) < self.max_batch and size < self.max_bytes:
                 if self.queue.empty():
@@ -146,23 +172,32 @@ class GroupCommit:
                     await asyncio.sleep(0.0002)
                     continue
                 batch.append(self.queue.get_nowait())
-                size += len(batch[-1].raw)
+                size += batch[-1].size
             try:
                 results = await self._commit(batch)
             except asyncio.CancelledError:
                 for item in batch:
                     if not item.done.done():
                         item.done.cancel()
+                self._close_spools(batch)
                 raise
             except Exception:
                 if len(batch) > 1:
                     log.warning("group commit failed, storing the batch one by one",
                                 extra={"count": len(batch)}, exc_info=True)
                 await asyncio.gather(*(self._alone(item) for item in batch))
+                self._close_spools(batch)
                 continue
             for item, result in zip(batch, results, strict=True):
                 if not item.done.done():
                     item.done.set_result(result)
+            self._close_spools(batch)
+
+    @staticmethod
+    def _close_spools(batch: list[_Pending]) -> None:
+        for item in batch:
+            if item.spool is not None:
+                item.spool.close()
 
     def starting(self, key: object) -> None:
         """A sender said MAIL FROM: its message may join the next batch."""
@@ -179,9 +214,15 @@ class GroupCommit:
 
     async def _alone(self, item: _Pending) -> None:
         try:
-            result = await ingest(self.db, item.raw, transport=item.transport, peer=item.peer,
-                                  envelope_from=item.envelope_from, envelope_to=item.envelope_to,
-                                  priority=item.priority)
+            if item.spool is None:
+                result = await ingest(self.db, item.raw, transport=item.transport, peer=item.peer,
+                                      envelope_from=item.envelope_from, envelope_to=item.envelope_to,
+                                      priority=item.priority)
+            else:
+                try:
+                    result = (await self._commit([item]))[0]
+                except IntegrityError as exc:
+                    result = await _raced(self.db, item.digest, exc)
         except Exception as exc:
             if not item.done.done():
                 item.done.set_exception(exc)
@@ -201,22 +242,28 @@ class GroupCommit:
             for item in batch:
                 if item.digest in known or item.digest in new:
                     continue
+                head = item.spool.head if item.spool is not None else item.raw
                 new[item.digest] = Message(
                     direction="inbound", transport=item.transport, sha256=item.digest, raw=item.raw,
-                    size=len(item.raw), header_message_id=_header_message_id(item.raw), peer=item.peer,
+                    size=item.size, header_message_id=_header_message_id(head), peer=item.peer,
                     envelope_from=item.envelope_from, envelope_to=item.envelope_to,
                 )
             session.add_all(new.values())
             await session.flush()
+            for item in batch:  # a large message's bytes, chunk by chunk (once per digest)
+                message = new.get(item.digest)
+                if item.spool is not None and message is not None and not message.chunks:
+                    message.chunks = await store_chunks(session, MESSAGE, message.id, item.spool.chunks())
             results, entries, firsts = [], [], set()
             for item in batch:
                 message = new.get(item.digest)
                 if message is not None and item.digest not in firsts:
                     firsts.add(item.digest)
-                    queue.enqueue(session, "inbound", message_id=message.id, priority=item.priority)
+                    queue.enqueue(session, "inbound", message_id=message.id, priority=item.priority,
+                                  payload=turn_payload(item.size))
                     entries.append(("system", "inbound.received", f"message:{message.id}",
                                     {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
-                                     "size": len(item.raw)}))
+                                     "size": item.size}))
                     results.append(IngestResult(message.id, duplicate=False))
                 else:
                     existing = known.get(item.digest) or new[item.digest].id

@@ -16,11 +16,13 @@ import binascii
 import hashlib
 import quopri
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from email import policy
+from email import errors, policy
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from email.parser import BytesHeaderParser, BytesParser
+from functools import partial
 
 PGP_SIGNATURE_TYPE = "application/pgp-signature"
 PGP_ENCRYPTED_TYPE = "application/pgp-encrypted"
@@ -45,7 +47,7 @@ class Refusal:
 
 @dataclass(frozen=True)
 class PgpMimeSigned:
-    signed_bytes: bytes  # the first body part, headers and all, CRLF line endings
+    signed_bytes: bytes | memoryview  # the first body part, headers and all, CRLF line endings
     signature: bytes  # the armored detached signature
 
 
@@ -101,11 +103,48 @@ def canonical_line_endings(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
-def split_head_body(entity: bytes) -> tuple[bytes, bytes]:
-    end = entity.find(b"\r\n\r\n")
+Buffer = bytes | bytearray | memoryview  # a memoryview is a part of a larger message, not a copy
+BLANK_LINE = re.compile(rb"\r\n\r\n")
+
+
+def canonical_text_sha256(data: Buffer) -> bytes:
+    """sha256 of the text however it was framed: line endings, trailing blanks on a line and final
+    newlines do not change it (a replay re-sent in another frame is still recognised). Computed a
+    window of whole lines at a time, so a large signed part is not copied whole, or split into a
+    list of all its lines."""
+    digest = hashlib.sha256()
+    held = 0  # newlines at the end of what was read so far: dropped if nothing follows them
+    view = memoryview(data)
+    at = 0
+    while at < len(view):
+        end = min(at + WINDOW, len(view))
+        found = NEWLINE.search(view, end) if end < len(view) else None
+        end = found.end() if found else len(view)
+        window = bytes(view[at:end])
+        at = end
+        lines = window.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        text = b"\n".join(line.rstrip(b" \t") for line in lines)
+        body = text.rstrip(b"\n")
+        if body:
+            digest.update(b"\n" * held + body)
+            held = 0
+        held += len(text) - len(body)
+    return digest.digest()
+
+
+NEWLINE = re.compile(rb"\n")
+
+
+def split_head_body(entity: Buffer) -> tuple[bytes, Buffer]:
+    """The header block (as bytes: it is small) and the body (a view when given a view)."""
+    if isinstance(entity, memoryview):
+        found = BLANK_LINE.search(entity)
+        end = found.start() if found else -1
+    else:
+        end = entity.find(b"\r\n\r\n")
     if end < 0:
-        return entity, b""
-    return entity[: end + 2], entity[end + 4 :]
+        return bytes(entity), b""
+    return bytes(entity[: end + 2]), entity[end + 4 :]
 
 
 def parse_headers(head: bytes) -> Compat32Message:
@@ -171,7 +210,7 @@ def header_problem(head: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Refusal 
     return None
 
 
-def mime_tree_problem(entity: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Refusal | None:
+def mime_tree_problem(entity: Buffer, limits: MimeLimits = DEFAULT_LIMITS) -> Refusal | None:
     """Walk every MIME part at the byte level and hold it to `limits`, before any parser does.
 
     The walk reads each part's (bounded) header block with the same header parser the standard
@@ -179,7 +218,7 @@ def mime_tree_problem(entity: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Ref
     decodes nothing, and stops at the first limit broken. Decoding never makes base64 or
     quoted-printable bigger, so the decoded size is bounded from the encoded length alone."""
     parts, decoded = 0, 0
-    pending: list[tuple[bytes, int]] = [(entity, 0)]
+    pending: list[tuple[Buffer, int]] = [(memoryview(entity), 0)]  # views: parts are not copied
     while pending:
         current, depth = pending.pop()
         parts += 1
@@ -206,14 +245,14 @@ def mime_tree_problem(entity: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Ref
     return None
 
 
-def _part_head_body(entity: bytes) -> tuple[bytes, bytes]:
+def _part_head_body(entity: Buffer) -> tuple[bytes, Buffer]:
     """A part that starts with an empty line has no headers (RFC 2046 5.1.1): all of it is body."""
-    if entity.startswith(b"\r\n"):
+    if entity[:2] == b"\r\n":
         return b"", entity[2:]
     return split_head_body(entity)
 
 
-def _children(headers: Compat32Message, body: bytes) -> list[bytes] | None:
+def _children(headers: Compat32Message, body: Buffer) -> list[Buffer] | None:
     """The entities inside a container, as the MIME parser would find them; None for a leaf.
 
     A multipart without a boundary is text to the parser, and a missing close delimiter ends the
@@ -224,7 +263,7 @@ def _children(headers: Compat32Message, body: bytes) -> list[bytes] | None:
         boundary = headers.get_boundary()
         return None if not boundary else _delimited_parts(body, boundary)
     if headers.get_content_type() == "message/delivery-status":
-        return [block + b"\r\n\r\n" for block in body.split(b"\r\n\r\n") if block.strip()]
+        return [block + b"\r\n\r\n" for block in bytes(body).split(b"\r\n\r\n") if block.strip()]
     if maintype == "message":
         return [body]
     return None
@@ -234,27 +273,34 @@ def _transfer_encoding(headers: Compat32Message) -> str:
     return str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower()
 
 
-def decoded_size_estimate(body: bytes, encoding: str) -> int:
-    """An upper bound of what `body` decodes to, computed without decoding (or copying) it:
+def decoded_size_estimate(body: Buffer, encoding: str) -> int:
+    """An upper bound of what `body` decodes to, computed without decoding (or copying) it whole:
     base64 gives three bytes for four non-blank characters; quoted-printable and the identity
     encodings never give more than they were sent."""
     if encoding == "base64":
-        blanks = sum(body.count(c) for c in (b" ", b"\t", b"\r", b"\n"))
+        blanks = 0
+        for at in range(0, len(body), WINDOW):  # a view has no count(): a window at a time
+            window = bytes(body[at:at + WINDOW])
+            blanks += sum(window.count(c) for c in (b" ", b"\t", b"\r", b"\n"))
         return (len(body) - blanks) * 3 // 4 + 3
     return len(body)
 
 
-def split_signed(raw: bytes, *, allow_inline: bool,
+WINDOW = 1024 * 1024  # bytes of a large part copied at a time
+
+
+def split_signed(raw: Buffer, *, allow_inline: bool,
                  limits: MimeLimits = DEFAULT_LIMITS) -> SignedStructure | Refusal:
     """Judge the message's outer structure (acceptance rule 1), after holding all of its MIME
     parts to `limits`: every part, signed or not, is counted before anything is decoded."""
     entity = canonical_line_endings(raw)
-    head, body = split_head_body(entity)
+    view = memoryview(entity)  # parts are cut as views: the signed part is not copied
+    head, body = split_head_body(view)
     problem = header_problem(head, limits)
     if problem:
         return problem
     headers = parse_headers(head)
-    problem = _header_problem(headers) or mime_tree_problem(entity, limits)
+    problem = _header_problem(headers) or mime_tree_problem(view, limits)
     if problem:
         return problem
     content_type = headers.get_content_type()
@@ -266,7 +312,7 @@ def split_signed(raw: bytes, *, allow_inline: bool,
         return Refusal("smime_not_accepted", "S/MIME is not accepted; sign with OpenPGP (PGP/MIME)")
     if content_type == "text/plain":
         return _split_inline(headers, body, allow_inline)
-    return _classify_unsigned(entity)
+    return _classify_unsigned(bytes(entity))
 
 
 def _header_problem(headers: Compat32Message) -> Refusal | None:
@@ -276,7 +322,7 @@ def _header_problem(headers: Compat32Message) -> Refusal | None:
     return None
 
 
-def _split_multipart_signed(headers: Compat32Message, body: bytes) -> PgpMimeSigned | Refusal:
+def _split_multipart_signed(headers: Compat32Message, body: Buffer) -> PgpMimeSigned | Refusal:
     protocol = (headers.get_param("protocol") or "")
     protocol = protocol.lower() if isinstance(protocol, str) else ""
     if protocol in SMIME_TYPES:
@@ -313,7 +359,7 @@ def _split_multipart_signed(headers: Compat32Message, body: bytes) -> PgpMimeSig
     return PgpMimeSigned(signed_bytes=signed_bytes, signature=signature)
 
 
-def _split_multipart_encrypted(headers: Compat32Message, body: bytes) -> PgpMimeEncrypted | Refusal:
+def _split_multipart_encrypted(headers: Compat32Message, body: Buffer) -> PgpMimeEncrypted | Refusal:
     protocol = headers.get_param("protocol")
     if not isinstance(protocol, str) or protocol.lower() != PGP_ENCRYPTED_TYPE:
         return Refusal("bad_structure",
@@ -341,7 +387,7 @@ def _split_multipart_encrypted(headers: Compat32Message, body: bytes) -> PgpMime
     return PgpMimeEncrypted(ciphertext=ciphertext)
 
 
-def _split_parts(headers: Compat32Message, body: bytes) -> list[bytes] | Refusal:
+def _split_parts(headers: Compat32Message, body: Buffer) -> list[Buffer] | Refusal:
     """Cut a multipart body into its parts' exact bytes (RFC 2046 5.1.1), preamble and epilogue dropped."""
     boundary = headers.get_boundary()
     if not boundary or len(boundary) > 70:
@@ -352,13 +398,13 @@ def _split_parts(headers: Compat32Message, body: bytes) -> list[bytes] | Refusal
     return parts
 
 
-def _delimited_parts(body: bytes, boundary: str, strict: bool = False) -> list[bytes] | None:
+def _delimited_parts(body: Buffer, boundary: str, strict: bool = False) -> list[Buffer] | None:
     """The parts between delimiter lines. Without a close delimiter: None when `strict`, else the
     last part runs to the end of the body, as the standard library's parser reads it."""
     delimiter = re.compile(
         rb"(?:\A|\r\n)--" + re.escape(boundary.encode("ascii", "replace")) + rb"(--)?[ \t]*(?=\r\n|\Z)"
     )
-    parts: list[bytes] = []
+    parts: list[Buffer] = []
     start: int | None = None
     for match in delimiter.finditer(body):
         if start is not None:
@@ -373,8 +419,10 @@ def _delimited_parts(body: bytes, boundary: str, strict: bool = False) -> list[b
     return parts
 
 
-def _decode_transfer(body: bytes, headers: Compat32Message) -> bytes | None:
+def _decode_transfer(body: Buffer, headers: Compat32Message) -> bytes | None:
+    """A small part's decoded bytes (signatures, ciphertext, text; attachments: `_decoded_leaf`)."""
     encoding = str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+    body = bytes(body)
     if encoding in IDENTITY_ENCODINGS:
         return body
     if encoding == "base64":
@@ -471,7 +519,7 @@ def packet_tags(data: bytes) -> list[int] | None:
     return tags
 
 
-def _split_inline(headers: Compat32Message, body: bytes, allow_inline: bool) -> InlineSigned | Refusal:
+def _split_inline(headers: Compat32Message, body: Buffer, allow_inline: bool) -> InlineSigned | Refusal:
     text = _decode_transfer(body, headers)
     if text is None:
         return Refusal("bad_structure", "the message body's transfer encoding is broken")
@@ -518,9 +566,27 @@ def _classify_unsigned(entity: bytes) -> Refusal:
     return Refusal("not_signed", "the message is not signed: sign it with PGP/MIME")
 
 
-def read_signed_content(signed_bytes: bytes) -> SignedContent:
-    """Parse the signed MIME entity: body text, protected headers, attachments."""
-    entity: EmailMessage = BytesParser(policy=policy.default).parsebytes(signed_bytes)  # type: ignore[assignment]
+def read_signed_content(signed_bytes: Buffer) -> SignedContent:
+    """Parse the signed MIME entity: body text, protected headers, attachments.
+
+    The parts are found at the byte level (`_leaves`) and only their header blocks go through
+    the email package, so a large attachment is decoded once, from a view of the message, into
+    its own buffer (`_decoded_leaf`); text parts and unusual encodings are read by the email
+    package part by part, as it reads them in the whole. A header block the byte-level cut
+    would read otherwise than the parser (a line that is no header) has the whole entity parsed."""
+    view = memoryview(signed_bytes)
+    try:
+        if not isinstance(signed_bytes, memoryview) and (
+                canonical_line_endings(signed_bytes) is not signed_bytes):
+            raise _Irregular  # the cut below reads CRLF lines, like the signature
+        entity = _part_headers(_part_head_body(view)[0])
+        leaves: list[tuple[EmailMessage, Callable[[], EmailMessage], Callable[[], bytes]]] = [
+            (headers, partial(_parsed, part, headers), partial(_decoded_leaf, part, headers))
+            for headers, part in _leaves(view, entity)]
+    except _Irregular:
+        entity = BytesParser(policy=policy.default).parsebytes(bytes(view))  # type: ignore[assignment]
+        leaves = [(leaf, partial(lambda leaf: leaf, leaf), partial(_payload, leaf))
+                  for leaf in _parsed_leaves(entity)]
     problems: list[Refusal] = []
     protected: dict[str, list[str]] = {}
     if str(entity.get_param("protected-headers", "", header="content-type")).lower() == "v1":
@@ -532,21 +598,16 @@ def read_signed_content(signed_bytes: bytes) -> SignedContent:
                 problems += [_undecodable_header(name)] if any("\ufffd" in v for v in protected[name]) else []
     text = ""
     attachments: list[ReceivedAttachment] = []
-    for part in _leaves(entity):
-        content_type = part.get_content_type()
-        filename = part.get_filename()
-        is_attachment = part.get_content_disposition() == "attachment" or filename is not None
+    for headers, whole, data in leaves:
+        content_type = headers.get_content_type()
+        filename = headers.get_filename()
+        is_attachment = headers.get_content_disposition() == "attachment" or filename is not None
         if content_type == "text/plain" and not is_attachment:
-            part_text, problem = _part_text(part)
+            part_text, problem = _part_text(whole())
             text = part_text if not text else text + "\n" + part_text
             problems += [problem] if problem else []
             continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        if part.get_content_maintype() == "message":
-            inner = part.get_payload()
-            data = inner[0].as_bytes() if isinstance(inner, list) and inner else data
-        attachments.append(ReceivedAttachment(filename, content_type, data))
+        attachments.append(ReceivedAttachment(filename, content_type, data()))
     return SignedContent(text=text, protected_headers=protected, attachments=tuple(attachments),
                          problems=tuple(dict.fromkeys(problems)))
 
@@ -556,17 +617,105 @@ def _undecodable_header(name: str) -> Refusal:
                    "are not UTF-8, or an unknown charset): write it in UTF-8")
 
 
-def _leaves(part: EmailMessage, depth: int = 0) -> list[EmailMessage]:
-    """The parts to read, in order; a message/* part is one attachment, never opened: a forwarded
-    mail is something the officer shows us, not something the officer says."""
+class _Irregular(Exception):
+    """What the byte-level cut and the email package would read differently (a header block
+    with a line that is no header, bare LF line endings)."""
+
+
+def _part_headers(head: bytes, default_type: str | None = None) -> EmailMessage:
+    """A part's header block as the email package reads it (policy.default), without its body."""
+    headers: EmailMessage = BytesParser(policy=policy.default).parsebytes(  # type: ignore[assignment]
+        head + b"\r\n", headersonly=True)
+    if any(isinstance(d, (errors.MissingHeaderBodySeparatorDefect, errors.MisplacedEnvelopeHeaderDefect))
+           for d in headers.defects):
+        raise _Irregular
+    if default_type and "content-type" not in headers:
+        headers.set_default_type(default_type)
+    return headers
+
+
+def _leaves(part: memoryview, headers: EmailMessage,
+            depth: int = 0) -> list[tuple[EmailMessage, memoryview]]:
+    """The parts to read, in order, each with its headers; a message/* part is one attachment,
+    never opened: a forwarded mail is something the officer shows us, not something the officer
+    says. The parts are cut where the email package cuts them (`_delimited_parts`)."""
+    if depth > MAX_NESTING:
+        raise ValueError("MIME nesting too deep")
+    if headers.get_content_maintype() != "multipart":
+        return [(headers, part)]
+    boundary = headers.get_boundary()
+    children = _delimited_parts(_part_head_body(part)[1], boundary, strict=True) if boundary else None
+    if not children:  # no boundary, no parts, no close delimiter: the email package's repairs
+        raise _Irregular
+    default = "message/rfc822" if headers.get_content_type() == "multipart/digest" else None
+    found = []
+    for child in children:
+        child_view = memoryview(child)
+        found += _leaves(child_view, _part_headers(_part_head_body(child_view)[0], default), depth + 1)
+    return found
+
+
+def _parsed_leaves(part: EmailMessage, depth: int = 0) -> list[EmailMessage]:
+    """`_leaves` for an entity the email package parsed whole."""
     if depth > MAX_NESTING:
         raise ValueError("MIME nesting too deep")
     if part.get_content_maintype() == "message" or not part.is_multipart():
         return [part]
-    return [leaf for sub in part.iter_parts() for leaf in _leaves(sub, depth + 1)]  # type: ignore[arg-type]
+    return [leaf for sub in part.iter_parts() for leaf in _parsed_leaves(sub, depth + 1)]  # type: ignore[arg-type]
 
 
 MAX_NESTING = 20
+
+
+def _parsed(part: memoryview, headers: EmailMessage) -> EmailMessage:
+    """The whole part read by the email package (text parts, unusual encodings)."""
+    parsed: EmailMessage = BytesParser(policy=policy.default).parsebytes(bytes(part))  # type: ignore[assignment]
+    if "content-type" not in parsed:
+        parsed.set_default_type(headers.get_default_type())
+    return parsed
+
+
+def _payload(part: EmailMessage) -> bytes:
+    """What an attachment holds, as the email package decodes it."""
+    if part.get_content_maintype() == "message":
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner:
+            return inner[0].as_bytes()
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def _decoded_leaf(part: memoryview, headers: EmailMessage) -> bytes:
+    """`_payload` of this leaf: base64 and the identity encodings decoded here from the view;
+    anything else, or base64 that is not clean, by the email package itself."""
+    encoding = str(headers.get("content-transfer-encoding", "")).lower()
+    if headers.get_content_maintype() != "message":
+        body = _part_head_body(part)[1]
+        if encoding == "base64":
+            decoded = _base64_strict(memoryview(body))
+            if decoded is not None:
+                return decoded  # type: ignore[return-value]  # bytes-like, and only one buffer
+        elif encoding not in ("quoted-printable", "x-uuencode", "uuencode", "uue", "x-uue"):
+            return bytes(body)
+    return _payload(_parsed(part, headers))
+
+
+def _base64_strict(body: memoryview) -> bytearray | None:
+    """Base64 decoded a window at a time into one buffer; None for anything but clean base64
+    (the email package then decodes it, with its own repairs)."""
+    out, carry = bytearray(), b""
+    for at in range(0, len(body), WINDOW):
+        last = at + WINDOW >= len(body)
+        window = carry + bytes(body[at:at + WINDOW]).translate(None, b"\r\n")
+        usable = len(window) if last else len(window) - len(window) % 4
+        carry = window[usable:]
+        if not last and b"=" in window[:usable]:
+            return None  # padding before the end
+        try:
+            out += binascii.a2b_base64(window[:usable], strict_mode=True)
+        except binascii.Error:
+            return None
+    return out
 
 
 def read_inline_content(plaintext: bytes) -> SignedContent:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from gateway.clock import utcnow
-from gateway.vault import SealedBytes, SealedJSON, SealedText
+from gateway.vault import PreSealedBytes, SealedBytes, SealedJSON, SealedText
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -151,8 +151,10 @@ class Message(Base):
     direction: Mapped[str] = mapped_column(String(10))  # inbound | outbound
     transport: Mapped[str] = mapped_column(String(20))  # smtp | imap | chat | cli
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    raw: Mapped[bytes] = mapped_column(SealedBytes("messages.raw"))
+    raw: Mapped[bytes] = mapped_column(SealedBytes("messages.raw"))  # b"" when held in chunks
     size: Mapped[int] = mapped_column(Integer)
+    # a large message's raw bytes are in message_chunks (gateway/chunks.py), this many
+    chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     header_message_id: Mapped[str | None] = mapped_column(String(998))
     peer: Mapped[str | None] = mapped_column(String(200))
     envelope_from: Mapped[str | None] = mapped_column(String(320))
@@ -171,6 +173,25 @@ class Message(Base):
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
     __table_args__ = (UniqueConstraint("direction", "sha256", name="uq_message_sha256"),)
+
+
+class MessageChunk(Base):
+    """One piece of a large message's raw bytes, sealed with its message and place as associated
+    data (gateway/chunks.py): pieces cannot be swapped, moved or dropped unnoticed."""
+
+    __tablename__ = "message_chunks"
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(PreSealedBytes())
+
+
+class AttachmentChunk(Base):
+    """One piece of a large attachment, sealed like a MessageChunk."""
+
+    __tablename__ = "attachment_chunks"
+    attachment_id: Mapped[int] = mapped_column(ForeignKey("attachments.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(PreSealedBytes())
 
 
 class RefCounter(Base):
@@ -266,7 +287,9 @@ class Attachment(Base):
     content_type: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(SealedBytes("attachments.data"))
+    data: Mapped[bytes] = mapped_column(SealedBytes("attachments.data"))  # b"" when held in chunks
+    # a large file's bytes are in attachment_chunks (gateway/chunks.py), this many
+    chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     extracted_text: Mapped[str | None] = mapped_column(SealedText("attachments.extracted_text"))
     extraction_error: Mapped[str | None] = mapped_column(Text)
 

@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import gnupg
 
+from gateway.gpgstream import verify_detached
+
 log = logging.getLogger(__name__)
 logging.getLogger("gnupg").setLevel(logging.ERROR)  # its debug lines would echo message bytes
 
@@ -412,7 +414,7 @@ class OpenPGP:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(signature)
-            result = self._gpg.verify_data(sig_path, signed_bytes)
+            result = verify_detached(self._gpg, sig_path, signed_bytes)  # a view is not copied
         except OSError:
             # gpg gave up on the signature packet and closed its input before reading all the
             # signed bytes (python-gnupg then raises BrokenPipeError): nothing was verified

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from gateway.chunks import raw_head
 from gateway.db import Database
 from gateway.models import Message, Outbox, Request
 from handlers.chain import outer_from_address
@@ -65,7 +66,7 @@ async def list_quarantine(db: Database) -> list[dict[str, Any]]:
             .order_by(Message.id))
         result = []
         for m in rows:
-            claimed = outer_from_address(m.raw)
+            claimed = outer_from_address(await raw_head(session, m))
             result.append({
                 "id": m.id, "received_at": m.received_at.isoformat(), "transport": m.transport,
                 "peer": m.peer, "reason": m.reason, "detail": m.reason_detail,

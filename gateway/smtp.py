@@ -21,6 +21,8 @@ from gateway.config import ConfigError, Settings
 from gateway.db import Database
 from gateway.ingest import GroupCommit
 from gateway.pgp import OpenPGP
+from gateway.smtpdata import SpoolingSMTP
+from gateway.spool import Spool
 from gateway.triage import NORMAL, priority
 
 log = logging.getLogger(__name__)
@@ -83,16 +85,17 @@ class SmtpIngress:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content
-        if not isinstance(raw, bytes):
-            raw = (envelope.content or b"")
-            raw = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
+        raw: bytes | Spool | None = getattr(envelope, "spool", None)  # from SpoolingSMTP
+        if raw is None:
+            raw = envelope.original_content or b""
+        head = raw.head if isinstance(raw, Spool) else raw
+        size = raw.size if isinstance(raw, Spool) else len(raw)
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         try:
             result = await self.writer.store(raw, transport="smtp", peer=peer,
                                              envelope_from=envelope.mail_from,
                                              envelope_to=list(envelope.rcpt_tos),
-                                             priority=await self.triage(raw))
+                                             priority=await self.triage(head, raw))
         except Exception:
             log.exception("could not store an inbound message", extra={"peer": peer})
             return "451 4.3.0 Temporarily unable to store the message, try again later"
@@ -100,13 +103,14 @@ class SmtpIngress:
             self.writer.finished(session)
         self.on_stored()
         log.info("message stored", extra={"message_id": result.message_id, "peer": peer,
-                                          "duplicate": result.duplicate, "size": len(raw)})
+                                          "duplicate": result.duplicate, "size": size})
         return f"250 2.0.0 Stored as message {result.message_id}"
 
 
-    async def triage(self, raw: bytes) -> int:
+    async def triage(self, head: bytes, whole: bytes | Spool) -> int:
         """The job's priority (gateway/triage.py); the keyring's key ids are re-read at most every
-        KNOWN_SECONDS (a key added meanwhile only costs its first messages their place)."""
+        KNOWN_SECONDS (a key added meanwhile only costs its first messages their place). A spooled
+        message is judged by its head and its last chunk (where a PGP/MIME signature is)."""
         if self.pgp is None:
             return NORMAL
         if time.monotonic() - self.known_at > KNOWN_SECONDS and (
@@ -114,7 +118,9 @@ class SmtpIngress:
             self._refreshing = asyncio.create_task(self._refresh_known())
         if not self.known:  # the first messages wait for the list
             await asyncio.shield(self._refreshing)
-        return priority(raw, self.known)
+        if isinstance(whole, Spool) and whole.spooled:
+            return min(priority(head, self.known), priority(whole.tail, self.known))
+        return priority(head, self.known)
 
     async def _refresh_known(self) -> None:
         assert self.pgp is not None
@@ -141,9 +147,10 @@ def smtp_factory(handler: SmtpIngress, settings: Settings) -> Callable[[], Any]:
             raise ConfigError(f"smtp.tls_cert_file / tls_key_file: cannot load: {exc}") from exc
 
     def make() -> SMTP:
-        return SMTP(handler, data_size_limit=settings.smtp.max_message_bytes,
-                    enable_SMTPUTF8=True, decode_data=False,
-                    hostname=settings.gateway.address.rpartition("@")[2],
-                    ident="lers-gateway", tls_context=tls_context,
-                    require_starttls=settings.smtp.require_tls)
+        return SpoolingSMTP(handler, spool_dir=settings.data_dir / "spool",
+                            data_size_limit=settings.smtp.max_message_bytes,
+                            enable_SMTPUTF8=True, decode_data=False,
+                            hostname=settings.gateway.address.rpartition("@")[2],
+                            ident="lers-gateway", tls_context=tls_context,
+                            require_starttls=settings.smtp.require_tls)
     return make

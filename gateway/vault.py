@@ -115,6 +115,17 @@ class SealedBytes(TypeDecorator[bytes]):
         return value if value is None or vault is None else vault.open(bytes(value), self.purpose)
 
 
+class PreSealedBytes(TypeDecorator[bytes]):
+    """Bytes sealed by the code that writes them (its associated data names more than a column,
+    see gateway/chunks.py): stored only if sealed, read back still sealed."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: bytes | None, dialect: Any) -> bytes | None:
+        return None if value is None else _already_sealed(value, "pre-sealed bytes")
+
+
 class SealedText(TypeDecorator[str]):
     impl = Text
     cache_ok = True

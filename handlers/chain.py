@@ -39,6 +39,7 @@ from gateway.mime import (
     Refusal,
     SignedContent,
     canonical_line_endings,
+    canonical_text_sha256,
     header_problem,
     mime_tree_problem,
     parse_headers,
@@ -413,13 +414,6 @@ async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, mes
     return None
 
 
-def canonical_text(data: bytes) -> bytes:
-    """The same text however it was framed: line endings, trailing blanks and final newlines
-    do not change it (so a signature re-sent in another frame is still recognised as a replay)."""
-    lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    return b"\n".join(line.rstrip(b" \t") for line in lines).rstrip(b"\n")
-
-
 def _guess_type(filename: str) -> str:
     lowered = filename.lower()
     if lowered.endswith(".pdf"):
@@ -432,8 +426,7 @@ def _guess_type(filename: str) -> str:
 def _replay_key(check: SignatureCheck, signed_bytes: bytes) -> str:
     """Signer, signature time and signed bytes: unaffected by re-armoring or unhashed packets."""
     signed_at = check.signed_at.isoformat() if check.signed_at else ""
-    material = f"{check.signer_fingerprint}|{signed_at}|".encode() + hashlib.sha256(
-        canonical_text(signed_bytes)).digest()
+    material = f"{check.signer_fingerprint}|{signed_at}|".encode() + canonical_text_sha256(signed_bytes)
     return hashlib.sha256(material).hexdigest()
 
 

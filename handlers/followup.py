@@ -71,7 +71,7 @@ async def handle_followup(session: AsyncSession, settings: Settings, message: Me
             return None
     message.state = "accepted"
     message.request_id = request.id
-    store_documents(session, request, message, documents)
+    await store_documents(session, request, message, documents)
     if act is not None:
         what = await carry_out_act(session, settings, act, request, form, actor, message.id)
         _acknowledge_message(session, settings, request, message, officer, in_reply_to, references, what)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import queue
+from gateway.chunks import large_message_turn, raw_bytes
 from gateway.config import Settings
 from gateway.documents import Document, archive_kind, display_name, prepare_documents
 from gateway.logs import set_ref
@@ -89,13 +90,20 @@ class RetryJob(Exception):
 
 
 async def process_inbound(ctx: ChainContext, job: Job) -> None:
+    async with large_message_turn(job.payload):  # large messages one at a time (gateway/chunks.py)
+        await _process_inbound(ctx, job)
+
+
+async def _process_inbound(ctx: ChainContext, job: Job) -> None:
     async with ctx.db.transaction() as session:
         message = await session.get(Message, job.message_id)
         if message is None or message.state != "received":
             queue.mark_done(session, await session.get(Job, job.id) or job)
             return
-        raw, received_at, transport = message.raw, message.received_at, message.transport
+        raw = await raw_bytes(session, message)  # chunked or inline (gateway/chunks.py)
+        received_at, transport = message.received_at, message.transport
     evaluation = await evaluate(ctx, raw, received_at, message.id, transport)
+    del raw  # what follows needs only what the signature covers: a large message is not held twice
     documents = []
     problems = []
     if evaluation.accepted and evaluation.content is not None:

@@ -11,12 +11,14 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
+from gateway.chunks import ATTACHMENT, pieces_of, store_chunks
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.documents import Document, display_name
 from gateway.mime import Refusal
 from gateway.models import Attachment, Message, Officer, Request, RequestSubject
 from gateway.outbox import queue_reply
+from gateway.spool import CHUNK
 from gateway.texts import render
 from handlers.chain import Evaluation
 from handlers.form import NO_FORM, RequestForm
@@ -47,7 +49,7 @@ async def handle_new_request(session: AsyncSession, settings: Settings, message:
     request.subjects = [RequestSubject(type=s.type, value=s.value) for s in form.subjects]
     session.add(request)
     await session.flush()
-    store_documents(session, request, message, documents)
+    await store_documents(session, request, message, documents)
     message.state = "accepted"
     message.request_id = request.id
     await audit.record(session, actor, "request.created", ref, status=request.status,
@@ -120,16 +122,24 @@ async def refuse_content(session: AsyncSession, settings: Settings, message: Mes
                 in_reply_to=in_reply_to, references=references, reply_to_message=message.id)
 
 
-def store_documents(session: AsyncSession, request: Request, message: Message,
-                    documents: list[Document]) -> None:
+async def store_documents(session: AsyncSession, request: Request, message: Message,
+                          documents: list[Document]) -> None:
+    """The files as records; a large one in sealed chunks (gateway/chunks.py), so storing it
+    costs one chunk at a time, not a sealed copy of the whole file."""
     for document in documents:
-        session.add(Attachment(
+        data = document.attachment.data
+        large = len(data) > CHUNK
+        attachment = Attachment(
             request_id=request.id, message_id=message.id,
             original_filename=document.attachment.filename, stored_name=document.stored_name,
             content_type=document.attachment.content_type, sha256=document.sha256,
-            size=len(document.attachment.data), data=document.attachment.data,
+            size=len(data), data=b"" if large else data,
             extracted_text=document.text, extraction_error=document.error,
-        ))
+        )
+        session.add(attachment)
+        if large:
+            await session.flush()
+            attachment.chunks = await store_chunks(session, ATTACHMENT, attachment.id, pieces_of(data))
 
 
 def set_deadline(request: Request, settings: Settings) -> None:

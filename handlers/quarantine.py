@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from gateway import audit, queue
+from gateway.chunks import raw_bytes, turn_payload
 from gateway.clock import utcnow
 from gateway.db import Database
 from gateway.mime import MAX_HEADER_BLOCK
-from gateway.models import Job, Message, Outbox
+from gateway.models import Job, Message, MessageChunk, Outbox
 
 
 class QuarantineError(Exception):
@@ -32,7 +33,8 @@ async def show(db: Database, message_id: int, actor: str = "operator") -> tuple[
     """Everything known about one refused message, and its raw bytes."""
     async with db.transaction() as session:
         message = await _quarantined(session, message_id)
-        head = BytesHeaderParser().parsebytes(message.raw[:MAX_HEADER_BLOCK], headersonly=True)
+        raw = await raw_bytes(session, message)
+        head = BytesHeaderParser().parsebytes(bytes(raw[:MAX_HEADER_BLOCK]), headersonly=True)
         await audit.record(session, actor, "quarantine.shown", f"message:{message_id}")
         return {
             "id": message.id, "received_at": message.received_at.isoformat(),
@@ -43,7 +45,7 @@ async def show(db: Database, message_id: int, actor: str = "operator") -> tuple[
             # outer headers are not covered by any signature: shown for orientation only
             "unverified_headers": {name: str(head.get(name, ""))[:300]
                                    for name in ("From", "To", "Subject", "Date", "Message-ID")},
-        }, message.raw
+        }, raw
 
 
 async def release(db: Database, message_id: int, actor: str = "operator") -> None:
@@ -53,7 +55,8 @@ async def release(db: Database, message_id: int, actor: str = "operator") -> Non
         previous = message.reason
         message.state, message.reason, message.reason_detail = "received", None, None
         message.replay_key = None
-        queue.enqueue(session, "inbound", message_id=message.id)
+        queue.enqueue(session, "inbound", message_id=message.id,
+                      payload=turn_payload(message.size))
         await audit.record(session, actor, "quarantine.released", f"message:{message_id}",
                            previous_reason=previous)
 
@@ -72,6 +75,7 @@ async def purge(db: Database, older_than_days: float, actor: str = "system") -> 
         await session.execute(delete(Job).where(Job.message_id.in_(ids)))
         await session.execute(update(Outbox).where(Outbox.in_reply_to_message.in_(ids))
                               .values(in_reply_to_message=None))
+        await session.execute(delete(MessageChunk).where(MessageChunk.message_id.in_(ids)))
         await session.execute(delete(Message).where(Message.id.in_(ids)))
         await audit.record(session, actor, "quarantine.purged", None, count=len(ids),
                            older_than_days=older_than_days, sha256=[row.sha256 for row in rows])

@@ -15,6 +15,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
+from gateway.chunks import attachment_bytes
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
@@ -170,10 +171,10 @@ async def show_request(ctx: ReviewContext, reviewer: Reviewer, ref: str) -> Chat
 async def send_documents(ctx: ReviewContext, reviewer: Reviewer, ref: str) -> ChatReply:
     async with ctx.db.transaction() as session:
         request = await _request(session, ref)
-        documents = tuple(
-            (a.stored_name, a.data,
+        documents = tuple([
+            (a.stored_name, await attachment_bytes(session, a),
              f"{display_name(a.original_filename) or a.stored_name}\nsha256 {a.sha256}")
-            for a in request.attachments)
+            for a in request.attachments])
         await audit.record(session, actor(reviewer), "review.docs", request.ref,
                            documents=[a.sha256 for a in request.attachments])
     if not documents:

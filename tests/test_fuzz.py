@@ -169,7 +169,8 @@ def check_structure(result: Any) -> None:
         return
     event(f"structure: {type(result).__name__}")
     if isinstance(result, PgpMimeSigned):
-        assert isinstance(result.signed_bytes, bytes) and BEGIN_SIGNATURE in result.signature
+        # a view of the message (not a copy of the signed part)
+        assert isinstance(result.signed_bytes, bytes | memoryview) and BEGIN_SIGNATURE in result.signature
         assert check_detached_signature_armor(result.signature) is None
     elif isinstance(result, InlineSigned):
         assert result.block.startswith(BEGIN_SIGNED)
@@ -191,7 +192,8 @@ def check_content(content: Any) -> None:
     )
     for attachment in content.attachments:
         assert isinstance(attachment, ReceivedAttachment)
-        assert isinstance(attachment.data, bytes) and isinstance(attachment.content_type, str)
+        # a decoded attachment is its own buffer (bytearray), decoded once
+        assert isinstance(attachment.data, bytes | bytearray) and isinstance(attachment.content_type, str)
         assert attachment.filename is None or isinstance(attachment.filename, str)
 
 

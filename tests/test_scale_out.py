@@ -8,6 +8,8 @@ run only in the PostgreSQL half of the suite (`LERS_TEST_BACKEND=postgresql`, as
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -21,17 +23,20 @@ from aiosmtpd.smtp import SMTP
 from sqlalchemy import func, select
 
 from gateway.audit import verify_chain
+from gateway.chunks import attachment_bytes, raw_bytes
 from gateway.config import load_settings
 from gateway.db import Database, SchemaError
 from gateway.dbcopy import copy_database
 from gateway.ingest import ingest
+from gateway.models import Attachment as StoredAttachment
 from gateway.models import AuditEntry, Job, Lease, Message
 from gateway.outbox import queue_reply
 from gateway.records import list_requests
+from gateway.spool import CHUNK
 from handlers.enrolment import add_agency, add_officer
 from handlers.refs import allocate_ref
 from tests.conftest import BACKEND, GatewayRunner, SinkHandler, short_tempdir
-from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
+from tests.support.mail_factory import Attachment, request_body, signed_request_mail, unsigned_mail
 from tests.support.officer_keys import OfficerKeyring, TestKey
 
 REPO = Path(__file__).resolve().parent.parent
@@ -211,6 +216,9 @@ async def test_db_copy_round_trip_sqlite_to_postgresql_and_back(
         await harness.send(signed_request_mail(officer_ring, alice, from_addr=alice.email,
                                                body=request_body(type="preservation")))
         await harness.send(unsigned_mail(from_addr="x@example.org", body="hello"))
+        large = Attachment("records.bin", "application/octet-stream", os.urandom(2 * CHUNK + 5))
+        await harness.send(signed_request_mail(officer_ring, alice, from_addr=alice.email,
+                                               body=request_body(type="subpoena"), attachments=[large]))
         await harness.settle()
         before = await list_requests(harness.core.db)
         sqlite_url = harness.settings.database_url
@@ -224,7 +232,8 @@ async def test_db_copy_round_trip_sqlite_to_postgresql_and_back(
     back_url = f"sqlite+aiosqlite:///{home / 'back.db'}"
     try:
         forward = await copy_database(sqlite_url, postgres_url)
-        assert forward["requests"] == 1 and forward["messages"] >= 3 and forward["audit"] > 5
+        assert forward["requests"] == 2 and forward["messages"] >= 4 and forward["audit"] > 5
+        assert forward["message_chunks"] >= 3 and forward["attachment_chunks"] == 3
         with pytest.raises(SchemaError, match="already holds data"):
             await copy_database(sqlite_url, postgres_url)
         backward = await copy_database(postgres_url, back_url)
@@ -235,6 +244,12 @@ async def test_db_copy_round_trip_sqlite_to_postgresql_and_back(
             async with db.transaction() as session:
                 assert (await verify_chain(session)).ok
             assert await list_requests(db) == before
+            async with db.transaction() as session:  # large values open from their copied chunks
+                for message in await session.scalars(select(Message).where(Message.chunks > 0)):
+                    assert hashlib.sha256(await raw_bytes(session, message)).hexdigest() == message.sha256
+                files = await session.scalars(select(StoredAttachment).where(StoredAttachment.chunks > 0))
+                for attachment in files:
+                    assert bytes(await attachment_bytes(session, attachment)) == large.data
             async with db.transaction() as session:  # ids continue after the copied ones
                 session.add(AuditEntry(actor="test", action="t", prev_hash="0" * 64,
                                        hash=url[-20:] + "x" * 44))
