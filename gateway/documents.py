@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import logging
@@ -64,10 +63,11 @@ def archive_kind(attachment: ReceivedAttachment) -> str | None:
 
     The bytes decide first, so an archive named order.pdf is still an archive."""
     name = (attachment.filename or "").lower().rstrip(". ")
+    head = attachment.head
     for magic, kind in ARCHIVE_MAGIC.items():
-        if attachment.data.startswith(magic) and not (kind == "ZIP" and name.endswith(OFFICE_SUFFIXES)):
+        if head.startswith(magic) and not (kind == "ZIP" and name.endswith(OFFICE_SUFFIXES)):
             return kind
-    if attachment.data[257:262] == b"ustar":
+    if head[257:262] == b"ustar":
         return "tar"
     if name.endswith(ARCHIVE_SUFFIXES):
         return name.rsplit(".", 1)[-1]
@@ -120,13 +120,23 @@ def extract_pdf_text(data: bytes, max_pages: int = MAX_PAGES) -> tuple[str | Non
         return None, f"the PDF cannot be read: {type(exc).__name__}"
 
 
-async def extract_in_subprocess(data: bytes, seconds: float, max_pages: int) -> tuple[str | None, str | None]:
-    """Run `gateway.pdftext` on the bytes; kill it at the time limit."""
+async def extract_in_subprocess(data: bytes | ReceivedAttachment, seconds: float,
+                                max_pages: int) -> tuple[str | None, str | None]:
+    """Run `gateway.pdftext` on the bytes (an attachment's fed a chunk at a time, so a spooled
+    file is never whole in this process); kill it at the time limit."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.pdftext", str(max_pages), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    attachment = data if isinstance(data, ReceivedAttachment) else ReceivedAttachment(None, "", data)
+
+    async def run() -> bytes:
+        assert process.stdout is not None
+        output, _ = await asyncio.gather(process.stdout.read(), _feed(process, attachment))
+        await process.wait()
+        return output
+
     try:
-        output, _ = await asyncio.wait_for(process.communicate(data), timeout=seconds)
+        output = await asyncio.wait_for(run(), timeout=seconds)
     except TimeoutError:
         process.kill()
         await process.wait()
@@ -138,15 +148,30 @@ async def extract_in_subprocess(data: bytes, seconds: float, max_pages: int) -> 
         return None, f"text extraction failed (exit status {process.returncode})"
 
 
+async def _feed(process: asyncio.subprocess.Process, attachment: ReceivedAttachment) -> None:
+    """Write the file to the extractor's stdin a chunk at a time, then close it; an extractor
+    that stopped reading (not a PDF) ends the feeding, not the extraction."""
+    assert process.stdin is not None
+    pieces = attachment.pieces()
+    try:
+        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            process.stdin.write(piece)
+            await process.stdin.drain()
+        process.stdin.close()
+        await process.stdin.wait_closed()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 async def prepare_documents(attachments: tuple[ReceivedAttachment, ...], *, seconds: float = 30.0,
                             max_pages: int = MAX_PAGES) -> list[Document]:
     """Hash every attachment (off the event loop) and extract PDF text (in a killable process)."""
     documents = []
     for index, attachment in enumerate(attachments, start=1):
-        digest = await asyncio.to_thread(lambda data=attachment.data: hashlib.sha256(data).hexdigest())
+        digest = await asyncio.to_thread(lambda attachment=attachment: attachment.sha256)
         text, error = (None, None)
         if is_pdf(attachment):
-            text, error = await extract_in_subprocess(attachment.data, seconds, max_pages)
+            text, error = await extract_in_subprocess(attachment, seconds, max_pages)
         documents.append(Document(attachment, safe_name(attachment.filename, index, digest),
                                   digest, text, error))
     return documents

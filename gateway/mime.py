@@ -16,13 +16,15 @@ import binascii
 import hashlib
 import quopri
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import errors, policy
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from email.parser import BytesHeaderParser, BytesParser
 from functools import partial
+
+from gateway.spool import CHUNK, HEAD, SPOOL_DIR, Spool
 
 PGP_SIGNATURE_TYPE = "application/pgp-signature"
 PGP_ENCRYPTED_TYPE = "application/pgp-encrypted"
@@ -75,9 +77,40 @@ SignedStructure = PgpMimeSigned | InlineSigned | PgpMimeEncrypted | DetachedFile
 
 @dataclass(frozen=True)
 class ReceivedAttachment:
+    """A file the signed part carries: in memory, or, when large and a spool directory is set
+    (gateway/spool.py's SPOOL_DIR), decoded into a sealed spool file, so the whole file is never
+    in memory at once (issue 8, item 5): `size`, `head`, `sha256` and `pieces` read it without
+    holding it; `data` gives it whole, for the small files that are read as text or keys."""
+
     filename: str | None
     content_type: str
-    data: bytes
+    content: bytes | bytearray | Spool
+
+    @property
+    def data(self) -> bytes | bytearray:
+        return self.content.whole() if isinstance(self.content, Spool) else self.content
+
+    @property
+    def size(self) -> int:
+        return self.content.size if isinstance(self.content, Spool) else len(self.content)
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes (file type magic numbers), at least 64 KiB when there are as many."""
+        return self.content.head if isinstance(self.content, Spool) else bytes(self.content[:HEAD])
+
+    @property
+    def sha256(self) -> str:
+        """Hex digest; a spooled file was hashed as it was decoded (call from a thread)."""
+        if isinstance(self.content, Spool):
+            return self.content.digest
+        return hashlib.sha256(self.content).hexdigest()
+
+    def pieces(self) -> Iterator[bytes]:
+        """The file a chunk at a time (reads the spool file: call from a thread)."""
+        if isinstance(self.content, Spool):
+            return self.content.chunks()
+        return (bytes(self.content[at:at + CHUNK]) for at in range(0, len(self.content), CHUNK))
 
 
 @dataclass(frozen=True)
@@ -580,7 +613,7 @@ def read_signed_content(signed_bytes: Buffer) -> SignedContent:
                 canonical_line_endings(signed_bytes) is not signed_bytes):
             raise _Irregular  # the cut below reads CRLF lines, like the signature
         entity = _part_headers(_part_head_body(view)[0])
-        leaves: list[tuple[EmailMessage, Callable[[], EmailMessage], Callable[[], bytes]]] = [
+        leaves: list[tuple[EmailMessage, Callable[[], EmailMessage], Callable[[], Decoded]]] = [
             (headers, partial(_parsed, part, headers), partial(_decoded_leaf, part, headers))
             for headers, part in _leaves(view, entity)]
     except _Irregular:
@@ -685,37 +718,61 @@ def _payload(part: EmailMessage) -> bytes:
     return payload if isinstance(payload, bytes) else b""
 
 
-def _decoded_leaf(part: memoryview, headers: EmailMessage) -> bytes:
-    """`_payload` of this leaf: base64 and the identity encodings decoded here from the view;
-    anything else, or base64 that is not clean, by the email package itself."""
+Decoded = bytes | bytearray | Spool  # an attachment's bytes, in memory or in a spool
+
+
+def _decoded_leaf(part: memoryview, headers: EmailMessage) -> Decoded:
+    """`_payload` of this leaf: base64 and the identity encodings decoded here from the view
+    (a large one into a spool, when there is a spool directory); anything else, or base64 that
+    is not clean, by the email package itself."""
     encoding = str(headers.get("content-transfer-encoding", "")).lower()
     if headers.get_content_maintype() != "message":
-        body = _part_head_body(part)[1]
+        body = memoryview(_part_head_body(part)[1])
         if encoding == "base64":
-            decoded = _base64_strict(memoryview(body))
+            decoded = _base64_strict(body, _sink(len(body) * 3 // 4))
             if decoded is not None:
-                return decoded  # type: ignore[return-value]  # bytes-like, and only one buffer
+                return decoded
         elif encoding not in ("quoted-printable", "x-uuencode", "uuencode", "uue", "x-uue"):
-            return bytes(body)
+            sink = _sink(len(body))
+            for at in range(0, len(body), WINDOW):
+                _write(sink, body[at:at + WINDOW])
+            return sink if isinstance(sink, Spool) else bytes(sink)
     return _payload(_parsed(part, headers))
 
 
-def _base64_strict(body: memoryview) -> bytearray | None:
-    """Base64 decoded a window at a time into one buffer; None for anything but clean base64
+def _sink(size: int) -> bytearray | Spool:
+    """Where a decoded file of about `size` bytes goes: a spool when it is large and there is
+    a spool directory, else memory."""
+    directory = SPOOL_DIR.get()
+    return Spool(directory) if directory is not None and size > CHUNK else bytearray()
+
+
+def _write(sink: bytearray | Spool, data: bytes | memoryview) -> None:
+    if isinstance(sink, Spool):
+        if sink.write(data):
+            sink.flush_here()
+    else:
+        sink += data
+
+
+def _base64_strict(body: memoryview, sink: bytearray | Spool) -> bytearray | Spool | None:
+    """Base64 decoded a window at a time into `sink`; None for anything but clean base64
     (the email package then decodes it, with its own repairs)."""
-    out, carry = bytearray(), b""
+    carry = b""
     for at in range(0, len(body), WINDOW):
         last = at + WINDOW >= len(body)
         window = carry + bytes(body[at:at + WINDOW]).translate(None, b"\r\n")
         usable = len(window) if last else len(window) - len(window) % 4
         carry = window[usable:]
-        if not last and b"=" in window[:usable]:
-            return None  # padding before the end
         try:
-            out += binascii.a2b_base64(window[:usable], strict_mode=True)
+            if not last and b"=" in window[:usable]:
+                raise binascii.Error("padding before the end")
+            _write(sink, binascii.a2b_base64(window[:usable], strict_mode=True))
         except binascii.Error:
+            if isinstance(sink, Spool):
+                sink.close()
             return None
-    return out
+    return sink
 
 
 def read_inline_content(plaintext: bytes) -> SignedContent:

@@ -13,7 +13,9 @@ import asyncio
 import hashlib
 import os
 import tempfile
+import weakref
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,6 +25,10 @@ RECORD = 64 * 1024  # a message larger than this goes to the spool file, this mu
 HEAD = 64 * 1024  # what triage and the header Message-ID look at
 NONCE = 12
 TAG = 16
+
+# where a decoded attachment too large to hold goes while its message is judged (gateway/mime.py);
+# None: it stays in memory (tests, tools that read one message)
+SPOOL_DIR: ContextVar[Path | None] = ContextVar("lers_spool_dir", default=None)
 
 
 class Spool:
@@ -40,6 +46,7 @@ class Spool:
         self._file: int | None = None
         self._lengths: list[int] = []  # plaintext length of each record in the file
         self._cipher: AESGCM | None = None
+        self._closer: weakref.finalize | None = None
         self.handed_over = False
 
     def write(self, data: bytes | bytearray | memoryview) -> bool:
@@ -56,6 +63,13 @@ class Spool:
             record = bytes(self._buffer[:RECORD])
             del self._buffer[:RECORD]
             await asyncio.to_thread(self._append, record)
+
+    def flush_here(self) -> None:
+        """`flush` for code already off the event loop."""
+        while len(self._buffer) >= RECORD:
+            record = bytes(self._buffer[:RECORD])
+            del self._buffer[:RECORD]
+            self._append(record)
 
     @property
     def spooled(self) -> bool:
@@ -78,6 +92,10 @@ class Spool:
     def inline(self) -> bytes | None:
         """The whole message if it never left memory."""
         return None if self.spooled else bytes(self._buffer)
+
+    def whole(self) -> bytes:
+        """Everything, in one buffer: for the readers of small values only (reads the file)."""
+        return b"".join(self.chunks())
 
     def chunks(self) -> Iterator[bytes]:
         """The message in CHUNK-sized pieces (the last one shorter); reads the file: call from a
@@ -109,8 +127,8 @@ class Spool:
     def close(self, *, unless_handed_over: bool = False) -> None:
         if unless_handed_over and self.handed_over:
             return
-        if self._file is not None:
-            os.close(self._file)
+        if self._closer is not None:
+            self._closer()  # closes the file once, however often it is called
             self._file = None
         self._buffer = bytearray()
 
@@ -119,6 +137,7 @@ class Spool:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, name = tempfile.mkstemp(dir=self.directory, prefix="in-")
             os.unlink(name)  # nothing to clean up after a crash
+            self._closer = weakref.finalize(self, os.close, fd)  # a spool dropped unclosed frees it
             self._head = record[:HEAD]
             self._file, self._cipher = fd, AESGCM(AESGCM.generate_key(bit_length=256))
         assert self._cipher is not None

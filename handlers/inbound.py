@@ -19,6 +19,7 @@ from gateway.documents import Document, archive_kind, display_name, prepare_docu
 from gateway.logs import set_ref
 from gateway.mime import Refusal, SignedContent
 from gateway.models import Job, Message, Officer, Request
+from gateway.spool import SPOOL_DIR
 from handlers.chain import ChainContext, Evaluation, evaluate
 from handlers.enrolment_form import purpose_of
 from handlers.followup import handle_followup, referenced_request
@@ -73,8 +74,8 @@ def content_problems(content: SignedContent, settings: Settings) -> list[Refusal
                                 "others in a follow-up message naming the request's reference"))
     for attachment in attachments:
         name = display_name(attachment.filename or "(unnamed)", 80)
-        if len(attachment.data) > policy.max_attachment_bytes:
-            problems.append(Refusal("attachment_too_large", f"attachment {name} is {len(attachment.data)} "
+        if attachment.size > policy.max_attachment_bytes:
+            problems.append(Refusal("attachment_too_large", f"attachment {name} is {attachment.size} "
                                     f"bytes, at most {policy.max_attachment_bytes} bytes are accepted for "
                                     "one file"))
         kind = archive_kind(attachment)
@@ -91,7 +92,11 @@ class RetryJob(Exception):
 
 async def process_inbound(ctx: ChainContext, job: Job) -> None:
     async with large_message_turn(job.payload):  # large messages one at a time (gateway/chunks.py)
-        await _process_inbound(ctx, job)
+        token = SPOOL_DIR.set(ctx.settings.data_dir / "spool")  # large attachments decode to a spool
+        try:
+            await _process_inbound(ctx, job)
+        finally:
+            SPOOL_DIR.reset(token)
 
 
 async def _process_inbound(ctx: ChainContext, job: Job) -> None:

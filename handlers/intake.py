@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
-from gateway.chunks import ATTACHMENT, pieces_of, store_chunks
+from gateway.chunks import ATTACHMENT, store_chunks
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.documents import Document, display_name
@@ -127,19 +127,19 @@ async def store_documents(session: AsyncSession, request: Request, message: Mess
     """The files as records; a large one in sealed chunks (gateway/chunks.py), so storing it
     costs one chunk at a time, not a sealed copy of the whole file."""
     for document in documents:
-        data = document.attachment.data
-        large = len(data) > CHUNK
+        received = document.attachment
+        large = received.size > CHUNK
         attachment = Attachment(
             request_id=request.id, message_id=message.id,
-            original_filename=document.attachment.filename, stored_name=document.stored_name,
-            content_type=document.attachment.content_type, sha256=document.sha256,
-            size=len(data), data=b"" if large else data,
+            original_filename=received.filename, stored_name=document.stored_name,
+            content_type=received.content_type, sha256=document.sha256,
+            size=received.size, data=b"" if large else received.data,
             extracted_text=document.text, extraction_error=document.error,
         )
         session.add(attachment)
         if large:
             await session.flush()
-            attachment.chunks = await store_chunks(session, ATTACHMENT, attachment.id, pieces_of(data))
+            attachment.chunks = await store_chunks(session, ATTACHMENT, attachment.id, received.pieces())
 
 
 def set_deadline(request: Request, settings: Settings) -> None:

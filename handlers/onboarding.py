@@ -10,6 +10,7 @@ from the keys alone).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,8 +92,9 @@ async def handle_enrolment(session: AsyncSession, settings: Settings, message: M
                           message_id=message.id, created_at=utcnow())
     enrolment.documents = [EnrolmentDocument(
         original_filename=d.attachment.filename, stored_name=d.stored_name,
-        content_type=d.attachment.content_type, sha256=d.sha256, size=len(d.attachment.data),
-        data=d.attachment.data, extracted_text=d.text, extraction_error=d.error) for d in documents]
+        content_type=d.attachment.content_type, sha256=d.sha256, size=d.attachment.size,
+        data=await asyncio.to_thread(lambda d=d: d.attachment.data),  # a spooled file is read
+        extracted_text=d.text, extraction_error=d.error) for d in documents]
     session.add(enrolment)
     await session.flush()
     message.state = "accepted"

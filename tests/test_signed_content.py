@@ -10,11 +10,14 @@ import random
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.mime import SignedContent, canonical_line_endings, canonical_text_sha256, read_signed_content
+from gateway.spool import SPOOL_DIR
 from tests.support import mail_strategies as ms
 
 
@@ -83,7 +86,16 @@ def _with_attachment(body: bytes, encoding: str = "base64") -> bytes:
             + body + b"\r\n--b--\r\n")
 
 
-def test_attachments_decode_as_the_email_package_decodes_them() -> None:
+@pytest.mark.parametrize("spooled", [False, True], ids=["in memory", "into a spool"])
+def test_attachments_decode_as_the_email_package_decodes_them(spooled: bool, tmp_path: Path) -> None:
+    token = SPOOL_DIR.set(tmp_path / "spool" if spooled else None)  # large files decode to a spool
+    try:
+        _decode_as_the_email_package()
+    finally:
+        SPOOL_DIR.reset(token)
+
+
+def _decode_as_the_email_package() -> None:
     data = bytes(range(256)) * 5000  # over a megabyte: several windows
     clean = canonical_line_endings(base64.encodebytes(data))
     cases = [
@@ -101,6 +113,8 @@ def test_attachments_decode_as_the_email_package_decodes_them() -> None:
         assert _read(signed) == _as_the_email_package_reads_it(signed)
     for encoding in ("quoted-printable", "7bit", "8bit", "binary", "x-unknown"):
         signed = _with_attachment(b"a=3Db\r\n\xff line two", encoding)
+        assert _read(signed) == _as_the_email_package_reads_it(signed)
+        signed = _with_attachment(b"a=3Db\r\n\xff line two" * 100_000, encoding)  # over a megabyte
         assert _read(signed) == _as_the_email_package_reads_it(signed)
 
 

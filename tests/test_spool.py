@@ -13,8 +13,9 @@ from sqlalchemy import select, update
 
 from gateway.chunks import raw_bytes
 from gateway.custody import export_request
+from gateway.mime import read_signed_content
 from gateway.models import Message, MessageChunk
-from gateway.spool import CHUNK, Spool
+from gateway.spool import CHUNK, SPOOL_DIR, Spool
 from gateway.vault import VaultError
 from handlers.enrolment import add_reviewer
 from handlers.review import ReviewContext, send_documents
@@ -140,3 +141,26 @@ async def test_a_mail_under_a_chunk_is_stored_whole_even_if_spooled(gateway: Har
     assert (await gateway.send(mail))[0] == 250
     stored = await _inbound(gateway)
     assert stored.chunks == 0 and stored.raw.rstrip(b"\r\n") == mail.rstrip(b"\r\n")
+
+
+def test_a_large_attachment_is_decoded_into_a_sealed_spool(tmp_path: Path) -> None:
+    """While its message is judged, a large file is never whole in memory, and on disk it is
+    ciphertext: what is read back (whole, in pieces, its digest) is the file as sent."""
+    data = MARKER * (3 * CHUNK // len(MARKER)) + os.urandom(1000)
+    signed = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+              b"hello\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
+              b"filename=x.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+              + base64.encodebytes(data).replace(b"\n", b"\r\n") + b"\r\n--b--\r\n")
+    token = SPOOL_DIR.set(tmp_path / "spool")
+    try:
+        (attachment,) = read_signed_content(memoryview(signed)).attachments
+    finally:
+        SPOOL_DIR.reset(token)
+    assert isinstance(attachment.content, Spool) and attachment.content.spooled
+    assert not list((tmp_path / "spool").iterdir())  # unlinked at once
+    on_disk = _open_files_under(tmp_path / "spool")
+    assert len(on_disk) >= 3 * CHUNK and MARKER not in on_disk
+    assert attachment.size == len(data) and attachment.sha256 == hashlib.sha256(data).hexdigest()
+    assert attachment.head == data[:len(attachment.head)] and len(attachment.head) >= 64 * 1024
+    assert b"".join(attachment.pieces()) == data and attachment.data == data
+    assert all(len(piece) == CHUNK for piece in list(attachment.pieces())[:-1])
