@@ -152,6 +152,21 @@ class RssSampler:
         return max((kb for _t, kb in self.children_samples), default=0)
 
 
+def _write_rss_log(key: str, run: int, idle: int, sampler: RssSampler, result: dict[str, Any]) -> None:
+    """With LERS_BENCH_RSS_LOG=DIR, item 5's RSS samples (ms since the first send, MB over idle)
+    and the 250 and acknowledgement times go to DIR: where in a mail's way the peak is."""
+    directory = os.environ.get("LERS_BENCH_RSS_LOG")
+    if not directory:
+        return
+    start = result["start"]
+    lines = [f"{(t - start) * 1000:.0f}\trss\t{(kb - idle) / 1024:.1f}" for t, kb in sampler.samples]
+    lines += [f"{(done - start) * 1000:.0f}\t250\t{mid}" for mid, _s, done, _ok in result["deliveries"]]
+    lines += [f"{(t - start) * 1000:.0f}\tack\t{mid}" for mid, t in result["acks"].items()]
+    path = Path(directory) / f"memory-{key}-run{run + 1}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(sorted(lines, key=lambda line: float(line.split("\t")[0]))) + "\n")
+
+
 class Bench:
     """One benchmark: the prepared material, the processes it owns, and the report it fills."""
 
@@ -391,6 +406,7 @@ class Bench:
                 self.report.add(f"memory.{key}.receive",
                                 to_mb(max(0, sampler.peak(until=result["all_accepted"]) - idle)))
                 self.report.add(f"memory.{key}.children", to_mb(sampler.children_peak()))
+                _write_rss_log(key, run, idle, sampler, result)
 
     def flood(self, run: int) -> None:
         """Item 4: real requests at `real_rate`/s on a calm gateway, then on the same gateway during a
