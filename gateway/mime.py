@@ -24,7 +24,7 @@ from email.message import Message as Compat32Message
 from email.parser import BytesHeaderParser, BytesParser
 from functools import partial
 
-from gateway.spool import CHUNK, HEAD, SPOOL_DIR, Spool
+from gateway.spool import CHUNK, HEAD, RECORD, SPOOL_DIR, Spool
 
 PGP_SIGNATURE_TYPE = "application/pgp-signature"
 PGP_ENCRYPTED_TYPE = "application/pgp-encrypted"
@@ -320,6 +320,7 @@ def decoded_size_estimate(body: Buffer, encoding: str) -> int:
 
 
 WINDOW = 1024 * 1024  # bytes of a large part copied at a time
+DECODE_WINDOW = 256 * 1024  # bytes of an attachment decoded at a time (each window is copied thrice)
 
 
 def split_signed(raw: Buffer, *, allow_inline: bool,
@@ -734,8 +735,8 @@ def _decoded_leaf(part: memoryview, headers: EmailMessage) -> Decoded:
                 return decoded
         elif encoding not in ("quoted-printable", "x-uuencode", "uuencode", "uue", "x-uue"):
             sink = _sink(len(body))
-            for at in range(0, len(body), WINDOW):
-                _write(sink, body[at:at + WINDOW])
+            for at in range(0, len(body), DECODE_WINDOW):
+                _write(sink, body[at:at + DECODE_WINDOW])
             return sink if isinstance(sink, Spool) else bytes(sink)
     return _payload(_parsed(part, headers))
 
@@ -749,8 +750,10 @@ def _sink(size: int) -> bytearray | Spool:
 
 def _write(sink: bytearray | Spool, data: bytes | memoryview) -> None:
     if isinstance(sink, Spool):
-        if sink.write(data):
-            sink.flush_here()
+        view = memoryview(data)
+        for at in range(0, len(view), RECORD):  # the spool's buffer stays about one record
+            if sink.write(view[at:at + RECORD]):
+                sink.flush_here()
     else:
         sink += data
 
@@ -759,9 +762,9 @@ def _base64_strict(body: memoryview, sink: bytearray | Spool) -> bytearray | Spo
     """Base64 decoded a window at a time into `sink`; None for anything but clean base64
     (the email package then decodes it, with its own repairs)."""
     carry = b""
-    for at in range(0, len(body), WINDOW):
-        last = at + WINDOW >= len(body)
-        window = carry + bytes(body[at:at + WINDOW]).translate(None, b"\r\n")
+    for at in range(0, len(body), DECODE_WINDOW):
+        last = at + DECODE_WINDOW >= len(body)
+        window = carry + bytes(body[at:at + DECODE_WINDOW]).translate(None, b"\r\n")
         usable = len(window) if last else len(window) - len(window) % 4
         carry = window[usable:]
         try:
