@@ -114,6 +114,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA cache_size=-512")  # per connection: 1 MiB chunks pass through it (issue 8)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
