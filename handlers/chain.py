@@ -253,7 +253,7 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
     result.from_address = from_address
     fingerprint = result.check.signer_fingerprint
     assert fingerprint is not None
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:
         officer = await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint))
     if officer is None:
         return await check_new_signer(ctx, result, fingerprint, from_address)
@@ -324,7 +324,7 @@ async def _enrolment_identity(ctx: ChainContext, result: Evaluation, fingerprint
 
 
 async def _is_enrolled(ctx: ChainContext, address: str) -> bool:
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:
         return await session.scalar(select(Officer.id).where(Officer.email == address)) is not None
 
 
@@ -338,7 +338,7 @@ async def agency_certification(ctx: ChainContext, fingerprint: str, from_address
     if not certifications:
         return Refusal("key_not_registered",
                        f"the signing key {fingerprint} is not registered to an enrolled officer")
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:
         agencies = {a.key_fingerprint: a for a in await session.scalars(
             select(Agency).where(Agency.key_fingerprint.in_([c.issuer_fingerprint
                                                              for c in certifications])))}
@@ -402,7 +402,7 @@ async def check_freshness(ctx: ChainContext, raw: bytes, received_at: datetime, 
 async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
                        result: Evaluation) -> Refusal | None:
     """Rule 4b: the same signed content is accepted once."""
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:
         earlier = await session.scalar(
             select(Message.id).where(Message.replay_key == result.replay_key,
                                      Message.id != message_id)
