@@ -19,7 +19,7 @@ from sqlalchemy.orm import defer
 from gateway import queue
 from gateway.config import Settings
 from gateway.documents import Document, archive_kind, display_name, prepare_documents
-from gateway.logs import set_ref
+from gateway.logs import current_ref, set_ref
 from gateway.mime import Refusal, SignedContent
 from gateway.models import Job, Message, Officer, Request
 from handlers.chain import ChainContext, Evaluation, evaluate
@@ -177,7 +177,7 @@ async def process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | N
                 await route(session, ctx.settings, message, officer, evaluation, documents)
             else:
                 await quarantine(session, ctx.settings, message, evaluation)
-            if message.request_id is not None:
+            if message.request_id is not None and current_ref() is None:  # intake names it itself
                 set_ref(await session.scalar(select(Request.ref).where(Request.id == message.request_id)))
             if message.transport == "chat":
                 await _answer_in_chat(session, message)
