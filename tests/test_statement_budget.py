@@ -5,7 +5,6 @@ silently: everything still works, only slower). Counted, not timed, so the test 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from sqlalchemy import event
@@ -39,8 +38,9 @@ async def test_one_request_costs_a_bounded_number_of_statements(make_gateway: Ga
     event.listen(engine, "before_cursor_execute", count)
     try:
         code, _ = await gateway.send(mail)
-        deadline = time.monotonic() + 30
-        while len(gateway.replies(to=alice.email)) < 4 and time.monotonic() < deadline:
+        for _ in range(1500):  # up to 30 s for the acknowledgement at the smarthost
+            if len(gateway.replies(to=alice.email)) == 4:
+                break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # the reply's own bookkeeping after the smarthost took it
     finally:
