@@ -23,6 +23,7 @@ from email.utils import getaddresses
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
 from gateway.config import Settings
@@ -79,6 +80,7 @@ class Evaluation:
     certification: dict[str, Any] | None = None  # what that certification was
     signer_key: KeyStatus | None = None  # the signing key, when no officer holds it yet
     rotation: dict[str, Any] | None = None  # a key rotation's new key, or its problems
+    replayed: bool | None = None  # rule 4b's look-up, made with rule 3's (None: not made yet)
 
     @property
     def accepted(self) -> bool:
@@ -253,8 +255,9 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
     result.from_address = from_address
     fingerprint = result.check.signer_fingerprint
     assert fingerprint is not None
-    async with ctx.db.reading() as session:
+    async with ctx.db.reading() as session:  # one snapshot for both look-ups
         officer = await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint))
+        result.replayed = await _seen_before(session, result.replay_key, message_id)
     if officer is None:
         return await check_new_signer(ctx, result, fingerprint, from_address)
     if officer.status != "active":
@@ -402,15 +405,19 @@ async def check_freshness(ctx: ChainContext, raw: bytes, received_at: datetime, 
 async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
                        result: Evaluation) -> Refusal | None:
     """Rule 4b: the same signed content is accepted once."""
-    async with ctx.db.reading() as session:
-        earlier = await session.scalar(
-            select(Message.id).where(Message.replay_key == result.replay_key,
-                                     Message.id != message_id)
-        )
-    if earlier is not None:
+    if result.replayed is None:
+        async with ctx.db.reading() as session:
+            result.replayed = await _seen_before(session, result.replay_key, message_id)
+    if result.replayed:
         return Refusal("replay", "this signed message was already received; a copy is not "
                        "processed twice")
     return None
+
+
+async def _seen_before(session: AsyncSession, replay_key: str | None, message_id: int) -> bool:
+    earlier = await session.scalar(select(Message.id).where(Message.replay_key == replay_key,
+                                                            Message.id != message_id).limit(1))
+    return earlier is not None
 
 
 def canonical_text(data: bytes) -> bytes:
