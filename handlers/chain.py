@@ -81,6 +81,7 @@ class Evaluation:
     signer_key: KeyStatus | None = None  # the signing key, when no officer holds it yet
     rotation: dict[str, Any] | None = None  # a key rotation's new key, or its problems
     replayed: bool | None = None  # rule 4b's look-up, made with rule 3's (None: not made yet)
+    outer_from: str | Refusal | None = None  # the From header as judged once, before the rules
 
     @property
     def accepted(self) -> bool:
@@ -109,6 +110,7 @@ async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message
     """Run every rule in order; stop at the first refusal."""
     result = Evaluation(transport=transport)
     outer_from = await parse_safely(outer_from_address, raw, ctx.settings.mime)
+    result.outer_from = outer_from
     result.from_address = outer_from if isinstance(outer_from, str) else None
     for rule in (check_signature, check_identity, check_freshness, check_replay):
         refusal = await rule(ctx, raw, received_at, message_id, result)
@@ -233,7 +235,8 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
                          result: Evaluation) -> Refusal | None:
     """Rule 3: the key belongs to an active officer whose address is the single From."""
     assert result.check is not None and result.content is not None
-    outer = await parse_safely(outer_from_address, raw, ctx.settings.mime)
+    outer = result.outer_from  # judged by `evaluate`, once
+    assert outer is not None
     if isinstance(outer, Refusal):
         return outer
     from_address = outer
