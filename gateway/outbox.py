@@ -180,6 +180,21 @@ def _scope(row: Outbox) -> AbstractContextManager[None]:
     return request_scope(refs[0] if refs else None)
 
 
+async def _ready_now(ready: asyncio.Queue[Ready | None]) -> list[Ready] | None:
+    """The next reply ready, with every other one ready by then; None at the end of the pass."""
+    first = await ready.get()
+    if first is None:
+        return None
+    batch = [first]
+    while not ready.empty():
+        item = ready.get_nowait()
+        if item is None:
+            ready.put_nowait(None)  # seen again on the next call
+            break
+        batch.append(item)
+    return batch
+
+
 async def _closed(client: aiosmtplib.SMTP | None) -> None:
     """Say QUIT if the connection still stands, and forget it."""
     if client is not None and client.is_connected:
@@ -241,25 +256,34 @@ class OutboxSender:
         # instead of one after the other
         slots = asyncio.Semaphore(max(1, self.settings.worker.gpg_threads))
 
-        async def prepare(row: Outbox) -> Ready | None:
+        # each reply goes to the smarthost as soon as it is ready, not after the whole pass
+        ready: asyncio.Queue[Ready | None] = asyncio.Queue()
+
+        async def prepare(row: Outbox) -> None:
             async with slots:
                 if row.recipient in suspended:  # sent nothing until reinstated
                     await self._hold(row, SUSPENDED_HOLD)
-                    return None
+                    return
                 with _scope(row):
                     try:
-                        return await self._prepare(row)
+                        prepared = await self._prepare(row)
                     except Exception as exc:
                         log.exception("reply could not be prepared", extra={"outbox_id": row.id})
                         await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
-                        return None
-        ready = [r for r in await asyncio.gather(*(prepare(row) for row in rows)) if r is not None]
-        # a last look just before the smarthost gets them: suspension takes effect at once, also
-        # for a reply prepared meanwhile
-        late = await self._suspended_now({r.row.recipient for r in ready if r.encrypted})
-        for held in [r for r in ready if r.encrypted and r.row.recipient in late]:
-            await self._hold(held.row, SUSPENDED_HOLD)
-        sent = await self._deliver([r for r in ready if not (r.encrypted and r.row.recipient in late)])
+                        return
+                if prepared is not None:
+                    ready.put_nowait(prepared)
+
+        async def prepare_all() -> None:
+            try:
+                await asyncio.gather(*(prepare(row) for row in rows))
+            finally:
+                ready.put_nowait(None)  # the end of the pass
+        preparing = asyncio.ensure_future(prepare_all())
+        try:
+            sent = await self._deliver(ready)
+        finally:
+            await preparing
         await self._record_sent(sent)
         return len(sent)
 
@@ -282,29 +306,39 @@ class OutboxSender:
             return None
         return Ready(row, row.recipient, pgp_mime_encrypted(self.settings, row, armored), encrypted=True)
 
-    async def _deliver(self, ready: list[Ready]) -> list[Ready]:
-        """Hand the replies to the smarthost over one connection (a new one after any error);
-        returns those it accepted. A reply it refuses, or cannot be reached for, is retried later."""
+    async def _deliver(self, ready: asyncio.Queue[Ready | None]) -> list[Ready]:
+        """Hand the replies to the smarthost as they become ready, over one connection (a new one
+        after any error), until the end of the pass; returns those it accepted. A reply it
+        refuses, or cannot be reached for, is retried later."""
         accepted: list[Ready] = []
         client: aiosmtplib.SMTP | None = None
         try:
-            for item in ready:
-                with _scope(item.row):
-                    try:
-                        if client is None:
-                            client = self._client()
-                            await client.connect()
-                        await client.sendmail(item.row.sender, [item.recipient], item.raw)
-                    except Exception as exc:
-                        if not isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
-                            log.exception("reply could not be sent", extra={"outbox_id": item.row.id})
-                        client = await _closed(client)
-                        await self._failed_attempt(item.row, f"{type(exc).__name__}: {exc}")
-                        continue
-                accepted.append(item)
+            while (batch := await _ready_now(ready)) is not None:
+                for item in await self._not_suspended(batch):
+                    with _scope(item.row):
+                        try:
+                            if client is None:
+                                client = self._client()
+                                await client.connect()
+                            await client.sendmail(item.row.sender, [item.recipient], item.raw)
+                        except Exception as exc:
+                            if not isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
+                                log.exception("reply could not be sent", extra={"outbox_id": item.row.id})
+                            client = await _closed(client)
+                            await self._failed_attempt(item.row, f"{type(exc).__name__}: {exc}")
+                            continue
+                    accepted.append(item)
         finally:
             await _closed(client)
         return accepted
+
+    async def _not_suspended(self, batch: list[Ready]) -> list[Ready]:
+        """A last look just before the smarthost gets them: a suspension takes effect at once,
+        also for a reply prepared meanwhile (one look for all the replies ready now)."""
+        late = await self._suspended_now({r.row.recipient for r in batch if r.encrypted})
+        for held in [r for r in batch if r.encrypted and r.row.recipient in late]:
+            await self._hold(held.row, SUSPENDED_HOLD)
+        return [r for r in batch if not (r.encrypted and r.row.recipient in late)]
 
     def _client(self) -> aiosmtplib.SMTP:
         out = self.settings.outbound

@@ -73,6 +73,7 @@ class Evaluation:
     content: SignedContent | None = None
     from_address: str | None = None  # the single From addr-spec, when it parsed cleanly
     officer_id: int | None = None  # the officer proven by the signature, when there is one
+    officer: Officer | None = None  # that officer's record as rule 3 read it (detached)
     replay_key: str | None = None
     transport: str = "smtp"
     enrolment: bool = False  # a signed enrolment from a key not yet enrolled: for reviewers
@@ -279,6 +280,7 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
         return Refusal("from_mismatch", f"the message is From {from_address}, but the signing key "
                        "belongs to a different officer or has no such user ID")
     result.officer_id = officer.id
+    result.officer = officer
     return None
 
 

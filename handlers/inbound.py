@@ -172,7 +172,10 @@ async def process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | N
                     new_officer = await enrol_certified(session, evaluation)
                     await session.flush()
                     evaluation.officer_id = message.officer_id = new_officer.id
-                officer = await session.get(Officer, evaluation.officer_id)
+                if evaluation.officer is not None:  # as rule 3 read it moments ago: not read again
+                    officer = await session.merge(evaluation.officer, load=False)
+                else:
+                    officer = await session.get(Officer, evaluation.officer_id)
                 assert officer is not None and evaluation.content is not None
                 await route(session, ctx.settings, message, officer, evaluation, documents)
             else:

@@ -19,7 +19,8 @@ async def allocate_ref(session: AsyncSession) -> str:
     year = utcnow().year
     increment = (update(RefCounter).where(RefCounter.year == year)
                  .values(last=RefCounter.last + 1).returning(RefCounter.last))
-    number = await session.scalar(increment)
+    with session.no_autoflush:  # the caller's pending changes go out with its next flush, not now
+        number = await session.scalar(increment)
     if number is None:  # the year's first request: create its counter (another process may race us)
         try:
             async with session.begin_nested():
