@@ -23,6 +23,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, formataddr
+from functools import cache
 
 import aiosmtplib
 from sqlalchemy import insert, select, update
@@ -44,6 +45,13 @@ NOTICE_RECIPIENT = "(a user: the address is sealed in the content)"
 SUSPENDED_HOLD = "the officer is suspended"  # released by reinstatement (handlers/officers.py)
 
 
+@cache
+def _from_header(name: str, address: str) -> str:
+    """The gateway's From header, parsed by the email package once (a header object is stored
+    as it is; parsing the address again for every reply cost more than the rest of its headers)."""
+    return policy.SMTP.header_store_parse("From", formataddr((name, address)))[1]
+
+
 def new_message_id(settings: Settings) -> str:
     domain = settings.gateway.address.rpartition("@")[2]
     return f"<lers.{uuid.uuid4().hex}@{domain}>"
@@ -59,7 +67,7 @@ def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipie
     bytes, MIME type); they are encrypted with the rest of the reply when it is sent."""
     message_id = new_message_id(settings)
     inner = EmailMessage(policy=policy.SMTP)
-    inner["From"] = formataddr((settings.gateway.name, settings.gateway.address))
+    inner["From"] = _from_header(settings.gateway.name, settings.gateway.address)
     inner["To"] = recipient
     inner["Subject"] = subject
     inner["Message-ID"] = message_id
@@ -112,7 +120,7 @@ def pgp_mime_encrypted(settings: Settings, row: Outbox, armored: bytes) -> bytes
     """The outer message: visible headers plus the RFC 3156 multipart/encrypted body."""
     boundary = f"lers-{uuid.uuid4().hex}"
     headers = [
-        ("From", formataddr((settings.gateway.name, settings.gateway.address))),
+        ("From", _from_header(settings.gateway.name, settings.gateway.address)),
         ("To", row.recipient),
         ("Subject", row.subject),
         ("Date", format_datetime(utcnow())),
@@ -247,7 +255,7 @@ class OutboxSender:
             claimed = await session.scalars(
                 update(Outbox).where(Outbox.id.in_(candidates.scalar_subquery()), *due)
                 .values(state="sending", next_attempt_at=now + lease)
-                .returning(Outbox.id))
+                .returning(Outbox.id).execution_options(synchronize_session=False))
             ids = sorted(claimed)
             rows = list(await session.scalars(select(Outbox).where(Outbox.id.in_(ids))
                                               .order_by(Outbox.id))) if ids else []
