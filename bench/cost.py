@@ -27,12 +27,14 @@ from tests.support.officer_keys import OfficerKeyring
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(the process's own user+system CPU, that of its waited-for children) in seconds."""
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """(the process's own user+system CPU, that of its main thread (the event loop), that of its
+    waited-for children) in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     own = int(fields[11]) + int(fields[12])
     children = int(fields[13]) + int(fields[14])
-    return own / TICKS, children / TICKS
+    main = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
+    return own / TICKS, (int(main[11]) + int(main[12])) / TICKS, children / TICKS
 
 
 class CountedDeployment(Deployment):
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200, help="requests in the burst (default 200)")
     parser.add_argument("--senders", type=int, default=10)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--idle", action="store_true",
+                        help="with --py-spy: sample idle threads too (where wall time goes), not only "
+                             "the thread holding the GIL (where CPU goes)")
     parser.add_argument("--statements", action="store_true", help="list the statements run per request")
     parser.add_argument("--py-spy", type=Path, metavar="FILE",
                         help="sample the gateway with py-spy during the burst (collapsed stacks, one line "
@@ -101,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
 
         deliver(warm, 10, "together")
         time.sleep(1)
-        statements, (own, children) = deployment.statements(), cpu_seconds(deployment.pid)
+        statements, (own, loop, children) = deployment.statements(), cpu_seconds(deployment.pid)
         before = deployment.listing()
         spy = None
         if args.py_spy:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
                                     str(deployment.pid), "--format", "raw", "--threads", "--nonblocking",
-                                    "--rate", "200", "--gil", "-o", str(args.py_spy)],
+                                    "--rate", "200", "--idle" if args.idle else "--gil",
+                                    "-o", str(args.py_spy)],
                                    stdout=subprocess.DEVNULL)
             time.sleep(1)
         result = deliver(burst, args.count, "burst")
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = max(result["acks"].values()) - result["start"]
         time.sleep(1)  # the outbox's last 'sent' transactions
         statements = deployment.statements() - statements
-        own2, children2 = cpu_seconds(deployment.pid)
+        own2, loop2, children2 = cpu_seconds(deployment.pid)
         if args.statements:
             after = deployment.listing()
             for text, n in sorted(after.items(), key=lambda item: before.get(item[0], 0) - item[1]):
@@ -125,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{(n - before.get(text, 0)) / args.count:6.2f}  {text}")
         n = args.count
         print(f"{n} requests, {args.senders} senders, {args.backend}: {n / elapsed:.1f} req/s; per request: "
-              f"{statements / n:.1f} statements, gateway CPU {(own2 - own) * 1000 / n:.1f} ms, "
+              f"{statements / n:.1f} statements, gateway CPU {(own2 - own) * 1000 / n:.1f} ms "
+              f"(event loop {(loop2 - loop) * 1000 / n:.1f} ms, busy {(loop2 - loop) / elapsed:.0%}), "
               f"children (gpg) CPU {(children2 - children) * 1000 / n:.1f} ms")
     return 0
 
