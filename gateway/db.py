@@ -8,6 +8,7 @@ commit and neither wait for the writer nor make it wait. PostgreSQL needs none o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,8 @@ from sqlalchemy.orm import Session
 from gateway.vault import ACTIVE_VAULT, Vault
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-READ_ONLY = "lers_read_only"  # execution option of `Database.reading()` sessions
+READ_ONLY = "lers_read_only"
+WRITE_WAIT_SECONDS = 30.0  # = PRAGMA busy_timeout  # execution option of `Database.reading()` sessions
 
 
 class SchemaError(Exception):
@@ -51,6 +53,7 @@ class Database:
         self._readers = async_sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
                                            expire_on_commit=False)
         self.vault: Vault | None = None  # set by open_core once gpg has unwrapped the data keys
+        self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the Alembic migrations (the only way the schema is created or changed)."""
@@ -86,10 +89,30 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on any error."""
         token = ACTIVE_VAULT.set(self.vault)  # sealed columns seal and open with this database's keys
         try:
-            async with self._sessions() as session, session.begin():
+            async with self._write_turn(), self._sessions() as session, session.begin():
                 yield session
         finally:
             ACTIVE_VAULT.reset(token)
+
+    @asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        """SQLite: this process's writers queue on an asyncio lock (first come, first served)
+        before BEGIN IMMEDIATE. In SQLite's busy handler a waiting writer sleeps ever longer
+        (up to 100 ms a look) and loses to whoever asks while it sleeps: with many workers, one
+        could wait seconds. Other processes (the CLI) still meet the busy handler."""
+        if not self.is_sqlite:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._writer[0] is not loop:
+            self._writer = (loop, asyncio.Lock())
+        lock = self._writer[1]
+        async with asyncio.timeout(WRITE_WAIT_SECONDS):  # as long as busy_timeout would wait
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
