@@ -23,6 +23,7 @@ from email.utils import getaddresses
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
 from gateway.config import Settings
@@ -73,6 +74,7 @@ class Evaluation:
     content: SignedContent | None = None
     from_address: str | None = None  # the single From addr-spec, when it parsed cleanly
     officer_id: int | None = None  # the officer proven by the signature, when there is one
+    officer: Officer | None = None  # that officer's record as rule 3 read it (detached)
     replay_key: str | None = None
     transport: str = "smtp"
     enrolment: bool = False  # a signed enrolment from a key not yet enrolled: for reviewers
@@ -80,6 +82,8 @@ class Evaluation:
     certification: dict[str, Any] | None = None  # what that certification was
     signer_key: KeyStatus | None = None  # the signing key, when no officer holds it yet
     rotation: dict[str, Any] | None = None  # a key rotation's new key, or its problems
+    replayed: bool | None = None  # rule 4b's look-up, made with rule 3's (None: not made yet)
+    outer_from: str | Refusal | None = None  # the From header as judged once, before the rules
 
     @property
     def accepted(self) -> bool:
@@ -108,6 +112,7 @@ async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message
     """Run every rule in order; stop at the first refusal."""
     result = Evaluation(transport=transport)
     outer_from = await parse_safely(outer_from_address, raw, ctx.settings.mime)
+    result.outer_from = outer_from
     result.from_address = outer_from if isinstance(outer_from, str) else None
     for rule in (check_signature, check_identity, check_freshness, check_replay):
         refusal = await rule(ctx, raw, received_at, message_id, result)
@@ -232,7 +237,8 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
                          result: Evaluation) -> Refusal | None:
     """Rule 3: the key belongs to an active officer whose address is the single From."""
     assert result.check is not None and result.content is not None
-    outer = await parse_safely(outer_from_address, raw, ctx.settings.mime)
+    outer = result.outer_from  # judged by `evaluate`, once
+    assert outer is not None
     if isinstance(outer, Refusal):
         return outer
     from_address = outer
@@ -254,8 +260,9 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
     result.from_address = from_address
     fingerprint = result.check.signer_fingerprint
     assert fingerprint is not None
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:  # one snapshot for both look-ups
         officer = await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint))
+        result.replayed = await _seen_before(session, result.replay_key, message_id)
     if officer is None:
         return await check_new_signer(ctx, result, fingerprint, from_address)
     if officer.status != "active":
@@ -274,6 +281,7 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
         return Refusal("from_mismatch", f"the message is From {from_address}, but the signing key "
                        "belongs to a different officer or has no such user ID")
     result.officer_id = officer.id
+    result.officer = officer
     return None
 
 
@@ -325,7 +333,7 @@ async def _enrolment_identity(ctx: ChainContext, result: Evaluation, fingerprint
 
 
 async def _is_enrolled(ctx: ChainContext, address: str) -> bool:
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:
         return await session.scalar(select(Officer.id).where(Officer.email == address)) is not None
 
 
@@ -339,7 +347,7 @@ async def agency_certification(ctx: ChainContext, fingerprint: str, from_address
     if not certifications:
         return Refusal("key_not_registered",
                        f"the signing key {fingerprint} is not registered to an enrolled officer")
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:
         agencies = {a.key_fingerprint: a for a in await session.scalars(
             select(Agency).where(Agency.key_fingerprint.in_([c.issuer_fingerprint
                                                              for c in certifications])))}
@@ -403,15 +411,19 @@ async def check_freshness(ctx: ChainContext, raw: bytes, received_at: datetime, 
 async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
                        result: Evaluation) -> Refusal | None:
     """Rule 4b: the same signed content is accepted once."""
-    async with ctx.db.transaction() as session:
-        earlier = await session.scalar(
-            select(Message.id).where(Message.replay_key == result.replay_key,
-                                     Message.id != message_id)
-        )
-    if earlier is not None:
+    if result.replayed is None:
+        async with ctx.db.reading() as session:
+            result.replayed = await _seen_before(session, result.replay_key, message_id)
+    if result.replayed:
         return Refusal("replay", "this signed message was already received; a copy is not "
                        "processed twice")
     return None
+
+
+async def _seen_before(session: AsyncSession, replay_key: str | None, message_id: int) -> bool:
+    earlier = await session.scalar(select(Message.id).where(Message.replay_key == replay_key,
+                                                            Message.id != message_id).limit(1))
+    return earlier is not None
 
 
 def _guess_type(filename: str) -> str:
