@@ -81,6 +81,7 @@ class Evaluation:
     certified_by: int | None = None  # the agency whose key certified the (new) signer's key
     certification: dict[str, Any] | None = None  # what that certification was
     signer_key: KeyStatus | None = None  # the signing key, when no officer holds it yet
+    imported_signer: str | None = None  # an unknown signer's attached key, imported by rule 1
     rotation: dict[str, Any] | None = None  # a key rotation's new key, or its problems
     replayed: bool | None = None  # rule 4b's look-up, made with rule 3's (None: not made yet)
     outer_from: str | Refusal | None = None  # the From header as judged once, before the rules
@@ -118,7 +119,11 @@ async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message
         refusal = await rule(ctx, raw, received_at, message_id, result)
         if refusal is not None:
             result.refusal = refusal
-            return result
+            break
+    if result.refusal is not None and result.imported_signer is not None:
+        # the key came with this message and won it nothing: it leaves the keyring again (two
+        # messages with the same new key at the same moment may refuse each other: fail closed)
+        await ctx.pgp.forget_candidate_key(result.imported_signer)
     return result
 
 
@@ -159,7 +164,7 @@ async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSign
             check = await ctx.pgp.verify_detached_signature(structure.signed_bytes, structure.signature)
         signed_bytes = structure.signed_bytes
         if check.reason == "unknown_key":
-            check = await _check_with_offered_key(ctx, structure, check)
+            check = await _check_with_offered_key(ctx, structure, check, result)
             if isinstance(check, Refusal):
                 return check
         content = await parse_safely(read_signed_content, signed_bytes) if check.ok else None
@@ -179,10 +184,11 @@ async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSign
 
 
 async def _check_with_offered_key(ctx: ChainContext, structure: PgpMimeSigned,
-                                  unknown: SignatureCheck) -> SignatureCheck | Refusal:
+                                  unknown: SignatureCheck, result: Evaluation) -> SignatureCheck | Refusal:
     """An unknown signer may have attached their key (an enrolment, or an agency-certified key):
     verify with that key alone, in a keyring of its own; only a key that made this very
-    signature is kept, as a candidate that counts for nothing until rule 3 says so."""
+    signature is kept, as a candidate that counts for nothing until rule 3 says so (and that
+    leaves the keyring again if the message is refused, see `evaluate`)."""
     unverified = await parse_safely(read_signed_content, structure.signed_bytes)
     if isinstance(unverified, Refusal):
         return unknown
@@ -190,16 +196,17 @@ async def _check_with_offered_key(ctx: ChainContext, structure: PgpMimeSigned,
     if not offered:
         return unknown
     try:
-        result = await ctx.pgp.verify_with_offered_keys(structure.signed_bytes, structure.signature,
-                                                        b"\n".join(a.data for a in offered))
+        offered_check = await ctx.pgp.verify_with_offered_keys(structure.signed_bytes, structure.signature,
+                                                               b"\n".join(a.data for a in offered))
     except KeyImportError as exc:
         return Refusal("attached_key_mismatch", str(exc))
-    if result.check.reason == "unknown_key":
+    if offered_check.check.reason == "unknown_key":
         return Refusal("attached_key_mismatch", f"{unknown.detail}, not by the attached key "
-                       f"{', '.join(result.offered) or '(unreadable)'}: sign with the key you attach")
-    if result.check.ok and result.signer_key is not None:
-        await ctx.pgp.import_public_key(result.signer_key)
-    return result.check
+                       f"{', '.join(offered_check.offered) or '(unreadable)'}: sign with the key you attach")
+    if offered_check.check.ok and offered_check.signer_key is not None:
+        await ctx.pgp.import_public_key(offered_check.signer_key)
+        result.imported_signer = offered_check.check.signer_fingerprint
+    return offered_check.check
 
 
 async def _check_encrypted(ctx: ChainContext, structure: PgpMimeEncrypted,
