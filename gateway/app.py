@@ -39,7 +39,7 @@ from gateway.smtp import SmtpIngress, smtp_factory
 from gateway.vault import load_vault
 from gateway.worker import JobHandler, Worker
 from handlers.chain import ChainContext
-from handlers.inbound import process_inbound
+from handlers.inbound import InboundPreload, process_inbound
 from handlers.notices import create_notices
 from handlers.production import ProductionContext, produce
 
@@ -112,6 +112,9 @@ async def open_core(settings: Settings, check_schema: bool = True) -> Core:
 
 ROLES = ("smtp", "imap", "chat", "worker", "scheduler")
 CHAT_JOBS = ("chat_notify", "chat_reply")
+# worker tasks per gpg thread: while one job waits for gpg, others do their Python and database
+# work, so the gpg pool always has the next call queued instead of idling between jobs
+WORKERS_PER_GPG_THREAD = 4
 
 
 class Background:
@@ -162,9 +165,11 @@ class Gateway:
         # with Telegram off nobody will send chat jobs: the worker closes them where it claims them
         closed = frozenset(CHAT_JOBS) if not settings.telegram.enabled else frozenset()
         work = settings.worker
+        self.preloaded = InboundPreload()
+        self._large_inbound = asyncio.Semaphore(work.gpg_threads)
         self.worker = Worker(core.db, handlers, lease_seconds=work.lease_seconds,
                              max_attempts=work.max_attempts, poll_seconds=work.poll_seconds,
-                             close_kinds=closed)
+                             close_kinds=closed, preload=self.preloaded)
         self.chat_worker = None
         if self.chat is not None:  # chat jobs are sent by whichever process holds the chat duty
             self.chat_worker = Worker(
@@ -212,8 +217,13 @@ class Gateway:
         if self.chat_worker is not None:
             self.chat_worker.wakeup.set()
 
-    async def _inbound(self, job: object) -> None:
-        await process_inbound(self.ctx, job)  # type: ignore[arg-type]
+    async def _inbound(self, job: Job) -> None:
+        stored = self.preloaded.take(job.message_id)
+        if stored is not None:
+            await process_inbound(self.ctx, job, stored)
+        else:  # a large message: no more of them at once than before there were more workers
+            async with self._large_inbound:
+                await process_inbound(self.ctx, job)
         self.outbox.wakeup.set()
         if self.chat_worker is not None:
             self.chat_worker.wakeup.set()
@@ -247,7 +257,7 @@ class Gateway:
         if self.health is not None:  # before any task starts: a port in use stops the start cleanly
             await self.health.start()
         if "worker" in self.roles:
-            for index in range(settings.worker.gpg_threads):
+            for index in range(settings.worker.gpg_threads * WORKERS_PER_GPG_THREAD):
                 self._spawn(f"worker-{index}", self.worker.run)
             self._spawn("outbox", self.outbox.run)
         ttl = settings.worker.duty_lease_seconds

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
@@ -47,37 +47,36 @@ def scope_summary(scope: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 async def record(session: AsyncSession, actor: str, action: str, subject: str | None = None,
-                 **details: Any) -> AuditEntry:
+                 **details: Any) -> None:
     """Append one entry; `actor` is who acted (`officer:<fpr>`, `reviewer:<id>`, `system`...)."""
-    return (await record_many(session, [(actor, action, subject, details)]))[0]
+    await record_many(session, [(actor, action, subject, details)])
 
 
 async def record_many(session: AsyncSession,
-                      entries: list[tuple[str, str, str | None, dict[str, Any]]]) -> list[AuditEntry]:
+                      entries: list[tuple[str, str, str | None, dict[str, Any]]]) -> None:
     """Append several entries (actor, action, subject, details) in order, chained in memory: one
-    look-up of the last hash and one flush for all of them (group commit at ingress)."""
+    look-up of the last hash and one INSERT for all of them (group commit at ingress, the
+    outbox's sent replies). What the session holds is flushed first, as the entries describe it."""
+    await session.flush()
     if session.get_bind().dialect.name == "postgresql":
         # one appender at a time, or two could link to the same previous entry (SQLite's
         # BEGIN IMMEDIATE already serialises writers); the lock ends with the transaction
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
     last = await session.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
     prev = last or GENESIS
-    made = []
+    made: list[dict[str, Any]] = []
     for actor, action, subject, details in entries:
         at = utcnow()
         # NUL cannot be stored as text (PostgreSQL): replace it before hashing, so what is stored
         # is exactly what was hashed
         details = json.loads(json.dumps(details, default=str).replace("\\u0000", "\\ufffd"))
         subject = subject.replace("\x00", "\ufffd") if subject else subject
-        entry = AuditEntry(
-            at=at, actor=actor, action=action, subject=subject, details=details, prev_hash=prev,
-            hash=entry_hash(prev, at.isoformat(), actor, action, subject, details),
-        )
-        made.append(entry)
-        prev = entry.hash
-    session.add_all(made)
-    await session.flush()
-    return made
+        digest_ = entry_hash(prev, at.isoformat(), actor, action, subject, details)
+        made.append({"at": at, "actor": actor, "action": action, "subject": subject, "details": details,
+                     "prev_hash": prev, "hash": digest_})
+        prev = digest_
+    # in list order, so ids follow the chain (one executemany, no RETURNING: nobody needs the ids)
+    await session.execute(insert(AuditEntry), made)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 
 SQLite runs in WAL mode and every transaction starts with BEGIN IMMEDIATE: one writer at a time,
 waiting (busy_timeout) instead of failing, which is what an embedded single-process gateway
-wants. PostgreSQL needs none of this.
+wants. Look-ups that write nothing use `reading()`, a deferred BEGIN: WAL readers see the last
+commit and neither wait for the writer nor make it wait. PostgreSQL needs none of this.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +26,8 @@ from sqlalchemy.orm import Session
 from gateway.vault import ACTIVE_VAULT, Vault
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READ_ONLY = "lers_read_only"
+WRITE_WAIT_SECONDS = 30.0  # = PRAGMA busy_timeout  # execution option of `Database.reading()` sessions
 
 
 class SchemaError(Exception):
@@ -46,7 +50,10 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = async_sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
+                                           expire_on_commit=False)
         self.vault: Vault | None = None  # set by open_core once gpg has unwrapped the data keys
+        self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the Alembic migrations (the only way the schema is created or changed)."""
@@ -82,8 +89,41 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on any error."""
         token = ACTIVE_VAULT.set(self.vault)  # sealed columns seal and open with this database's keys
         try:
-            async with self._sessions() as session, session.begin():
+            async with self._write_turn(), self._sessions() as session, session.begin():
                 yield session
+        finally:
+            ACTIVE_VAULT.reset(token)
+
+    @asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        """SQLite: this process's writers queue on an asyncio lock (first come, first served)
+        before BEGIN IMMEDIATE. In SQLite's busy handler a waiting writer sleeps ever longer
+        (up to 100 ms a look) and loses to whoever asks while it sleeps: with many workers, one
+        could wait seconds. Other processes (the CLI) still meet the busy handler."""
+        if not self.is_sqlite:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._writer[0] is not loop:
+            self._writer = (loop, asyncio.Lock())
+        lock = self._writer[1]
+        async with asyncio.timeout(WRITE_WAIT_SECONDS):  # as long as busy_timeout would wait
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for look-ups only: one consistent snapshot that does not take SQLite's write
+        lock, so the identity and replay checks of one job never queue behind another's writes."""
+        token = ACTIVE_VAULT.set(self.vault)
+        try:
+            async with self._readers() as session, session.begin():
+                yield session
+                if session.new or session.dirty or session.deleted:
+                    raise RuntimeError("Database.reading() is for look-ups: write in transaction()")
         finally:
             ACTIVE_VAULT.reset(token)
 
@@ -94,10 +134,16 @@ class Database:
 @event.listens_for(Session, "before_flush")
 def _no_nul_in_text(session: Session, _context: Any, _instances: Any) -> None:
     """Untrusted text (headers, file names, form fields) may hold NUL, which PostgreSQL text
-    cannot store: it becomes U+FFFD. Raw bytes (LargeBinary) are kept exactly as received."""
+    cannot store: it becomes U+FFFD. Raw bytes (LargeBinary) are kept exactly as received.
+    Only values about to be written are looked at: what was loaded was checked when written,
+    and a column not loaded (deferred raw bytes) stays unloaded."""
     for obj in (*session.new, *session.dirty):
-        for attribute in inspect(obj).mapper.column_attrs:
-            value = getattr(obj, attribute.key, None)
+        state = inspect(obj)
+        keys = set(state.dict if state.key is None else state.committed_state)
+        for attribute in state.mapper.column_attrs:
+            if attribute.key not in keys:
+                continue
+            value = state.dict.get(attribute.key)
             if isinstance(value, str) and "\x00" in value:
                 setattr(obj, attribute.key, value.replace("\x00", "\ufffd"))
             elif isinstance(value, dict | list) and "\\u0000" in json.dumps(value):
@@ -119,4 +165,4 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")

@@ -16,14 +16,17 @@ import logging
 import ssl
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, formataddr
+from functools import cache
 
 import aiosmtplib
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
@@ -42,6 +45,13 @@ NOTICE_RECIPIENT = "(a user: the address is sealed in the content)"
 SUSPENDED_HOLD = "the officer is suspended"  # released by reinstatement (handlers/officers.py)
 
 
+@cache
+def _from_header(name: str, address: str) -> str:
+    """The gateway's From header, parsed by the email package once (a header object is stored
+    as it is; parsing the address again for every reply cost more than the rest of its headers)."""
+    return policy.SMTP.header_store_parse("From", formataddr((name, address)))[1]
+
+
 def new_message_id(settings: Settings) -> str:
     domain = settings.gateway.address.rpartition("@")[2]
     return f"<lers.{uuid.uuid4().hex}@{domain}>"
@@ -57,7 +67,7 @@ def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipie
     bytes, MIME type); they are encrypted with the rest of the reply when it is sent."""
     message_id = new_message_id(settings)
     inner = EmailMessage(policy=policy.SMTP)
-    inner["From"] = formataddr((settings.gateway.name, settings.gateway.address))
+    inner["From"] = _from_header(settings.gateway.name, settings.gateway.address)
     inner["To"] = recipient
     inner["Subject"] = subject
     inner["Message-ID"] = message_id
@@ -110,7 +120,7 @@ def pgp_mime_encrypted(settings: Settings, row: Outbox, armored: bytes) -> bytes
     """The outer message: visible headers plus the RFC 3156 multipart/encrypted body."""
     boundary = f"lers-{uuid.uuid4().hex}"
     headers = [
-        ("From", formataddr((settings.gateway.name, settings.gateway.address))),
+        ("From", _from_header(settings.gateway.name, settings.gateway.address)),
         ("To", row.recipient),
         ("Subject", row.subject),
         ("Date", format_datetime(utcnow())),
@@ -163,6 +173,46 @@ async def _suspended_recipients(session: AsyncSession, recipients: set[str]) -> 
     return {officer.email for officer in officers if not officer.active}
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A reply ready for the smarthost."""
+
+    row: Outbox
+    recipient: str
+    raw: bytes
+    encrypted: bool  # to an officer: held instead if they are suspended when it is sent
+
+
+def _scope(row: Outbox) -> AbstractContextManager[None]:
+    refs = find_refs(row.subject)  # our own subject: "[REF] ..." when about a request
+    return request_scope(refs[0] if refs else None)
+
+
+async def _ready_now(ready: asyncio.Queue[Ready | None]) -> list[Ready] | None:
+    """The next reply ready, with every other one ready by then; None at the end of the pass."""
+    first = await ready.get()
+    if first is None:
+        return None
+    batch = [first]
+    while not ready.empty():
+        item = ready.get_nowait()
+        if item is None:
+            ready.put_nowait(None)  # seen again on the next call
+            break
+        batch.append(item)
+    return batch
+
+
+async def _closed(client: aiosmtplib.SMTP | None) -> None:
+    """Say QUIT if the connection still stands, and forget it."""
+    if client is not None and client.is_connected:
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+    return None
+
+
 class OutboxSender:
     """Sends due outbox rows; one pass is `send_due()`, the loop is `run()`."""
 
@@ -205,87 +255,137 @@ class OutboxSender:
             claimed = await session.scalars(
                 update(Outbox).where(Outbox.id.in_(candidates.scalar_subquery()), *due)
                 .values(state="sending", next_attempt_at=now + lease)
-                .returning(Outbox.id))
+                .returning(Outbox.id).execution_options(synchronize_session=False))
             ids = sorted(claimed)
             rows = list(await session.scalars(select(Outbox).where(Outbox.id.in_(ids))
                                               .order_by(Outbox.id))) if ids else []
             suspended = await _suspended_recipients(session, {row.recipient for row in rows})
-        # as many rows at once as gpg has threads: signing one reply while the next is encrypted
-        # or handed to the smarthost, instead of one after the other
+        # as many rows at once as gpg has threads: signing one reply while the next is encrypted,
+        # instead of one after the other
         slots = asyncio.Semaphore(max(1, self.settings.worker.gpg_threads))
 
-        async def one(row: Outbox) -> int:
+        # each reply goes to the smarthost as soon as it is ready, not after the whole pass
+        ready: asyncio.Queue[Ready | None] = asyncio.Queue()
+
+        async def prepare(row: Outbox) -> None:
             async with slots:
                 if row.recipient in suspended:  # sent nothing until reinstated
                     await self._hold(row, SUSPENDED_HOLD)
-                    return 0
-                refs = find_refs(row.subject)  # our own subject: "[REF] ..." when about a request
-                with request_scope(refs[0] if refs else None):
+                    return
+                with _scope(row):
                     try:
-                        return await self._send_one(row)
+                        prepared = await self._prepare(row)
                     except Exception as exc:
                         log.exception("reply could not be prepared", extra={"outbox_id": row.id})
                         await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
-                        return 0
-        return sum(await asyncio.gather(*(one(row) for row in rows)))
+                        return
+                if prepared is not None:
+                    ready.put_nowait(prepared)
 
-    async def _send_one(self, row: Outbox) -> int:
-        recipient = row.recipient
+        async def prepare_all() -> None:
+            try:
+                await asyncio.gather(*(prepare(row) for row in rows))
+            finally:
+                ready.put_nowait(None)  # the end of the pass
+        preparing = asyncio.ensure_future(prepare_all())
+        try:
+            sent = await self._deliver(ready)
+        finally:
+            await preparing
+        await self._record_sent(sent)
+        return len(sent)
+
+    async def _prepare(self, row: Outbox) -> Ready | None:
+        """The message as the smarthost gets it: signed and encrypted to the recipient's key
+        (checked now: a key revoked while the reply waited holds it), or a user's notice."""
         if row.kind == NOTICE_KIND and row.recipient_fingerprint is None:
             recipient, raw = plain_notice(row)
-        else:
-            key = await self.pgp.key_status(row.recipient_fingerprint or "")
-            if key is None or key.revoked or key.expired:
-                problem = "missing" if key is None else ("revoked" if key.revoked else "expired")
-                await self._hold(row, f"the recipient's key is {problem}")
-                return 0
-            try:
-                armored = await self.pgp.sign_and_encrypt_for_officer(row.content,
-                                                                     row.recipient_fingerprint or "")
-            except OpenPGPError as exc:
-                await self._failed_attempt(row, str(exc))
-                return 0
-            raw = pgp_mime_encrypted(self.settings, row, armored)
-            if await self._suspended_now(row.recipient):  # suspended while this reply was prepared
-                await self._hold(row, SUSPENDED_HOLD)
-                return 0
-        out = self.settings.outbound
+            return Ready(row, recipient, raw, encrypted=False)
+        key = await self.pgp.key_status(row.recipient_fingerprint or "")
+        if key is None or key.revoked or key.expired:
+            problem = "missing" if key is None else ("revoked" if key.revoked else "expired")
+            await self._hold(row, f"the recipient's key is {problem}")
+            return None
         try:
-            await aiosmtplib.send(
-                raw, sender=row.sender, recipients=[recipient], hostname=out.host,
-                port=out.port, start_tls=out.tls == "starttls", use_tls=out.tls == "implicit",
-                tls_context=self.tls_context,
-                username=out.username or None,
-                password=(self.settings.outbound_password() or None) if out.username else None,
-                timeout=out.timeout_seconds,
-            )
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
-            return 0
-        async with self.db.transaction() as session:
-            fresh = await session.get(Outbox, row.id)
-            assert fresh is not None
-            fresh.state = "sent"
-            fresh.sent_at = utcnow()
-            fresh.attempts += 1
-            fresh.sent_raw = raw
-            session.add(Message(
-                direction="outbound", transport="smtp", sha256=hashlib.sha256(raw).hexdigest(),
-                raw=raw, size=len(raw), header_message_id=row.header_message_id,
-                envelope_from=row.sender, envelope_to=[recipient], state="sent",
-                request_id=row.request_id,
-            ))
-            # a user's address stays out of the audit log: the notice's id says who
-            await audit.record(session, "system", "outbox.sent", f"outbox:{row.id}",
-                               kind=row.kind, recipient=row.recipient,
-                               message_id=row.header_message_id, request_id=row.request_id)
-        log.info("reply sent", extra={"outbox_id": row.id, "kind": row.kind})
-        return 1
+            armored = await self.pgp.sign_and_encrypt_for_officer(row.content,
+                                                                 row.recipient_fingerprint or "")
+        except OpenPGPError as exc:
+            await self._failed_attempt(row, str(exc))
+            return None
+        return Ready(row, row.recipient, pgp_mime_encrypted(self.settings, row, armored), encrypted=True)
 
-    async def _suspended_now(self, recipient: str) -> bool:
-        """A last look just before the smarthost gets the reply: suspension takes effect at once."""
+    async def _deliver(self, ready: asyncio.Queue[Ready | None]) -> list[Ready]:
+        """Hand the replies to the smarthost as they become ready, over one connection (a new one
+        after any error), until the end of the pass; returns those it accepted. A reply it
+        refuses, or cannot be reached for, is retried later."""
+        accepted: list[Ready] = []
+        client: aiosmtplib.SMTP | None = None
+        try:
+            while (batch := await _ready_now(ready)) is not None:
+                for item in await self._not_suspended(batch):
+                    with _scope(item.row):
+                        try:
+                            if client is None:
+                                client = self._client()
+                                await client.connect()
+                            await client.sendmail(item.row.sender, [item.recipient], item.raw)
+                        except Exception as exc:
+                            if not isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
+                                log.exception("reply could not be sent", extra={"outbox_id": item.row.id})
+                            client = await _closed(client)
+                            await self._failed_attempt(item.row, f"{type(exc).__name__}: {exc}")
+                            continue
+                    accepted.append(item)
+        finally:
+            await _closed(client)
+        return accepted
+
+    async def _not_suspended(self, batch: list[Ready]) -> list[Ready]:
+        """A last look just before the smarthost gets them: a suspension takes effect at once,
+        also for a reply prepared meanwhile (one look for all the replies ready now)."""
+        late = await self._suspended_now({r.row.recipient for r in batch if r.encrypted})
+        for held in [r for r in batch if r.encrypted and r.row.recipient in late]:
+            await self._hold(held.row, SUSPENDED_HOLD)
+        return [r for r in batch if not (r.encrypted and r.row.recipient in late)]
+
+    def _client(self) -> aiosmtplib.SMTP:
+        out = self.settings.outbound
+        password = (self.settings.outbound_password() or None) if out.username else None
+        return aiosmtplib.SMTP(hostname=out.host, port=out.port, start_tls=out.tls == "starttls",
+                               use_tls=out.tls == "implicit", tls_context=self.tls_context,
+                               username=out.username or None, password=password,
+                               timeout=out.timeout_seconds)
+
+    async def _record_sent(self, sent: list[Ready]) -> None:
+        """One transaction for every reply of the pass the smarthost accepted: marked sent, kept
+        as the outbound message it was, audited (a crash before it only sends them again)."""
+        if not sent:
+            return
+        now = utcnow()
         async with self.db.transaction() as session:
-            return bool(await _suspended_recipients(session, {recipient}))
+            await session.execute(update(Outbox), [
+                {"id": r.row.id, "state": "sent", "sent_at": now, "attempts": r.row.attempts + 1,
+                 "sent_raw": r.raw} for r in sent])
+            await session.execute(insert(Message), [
+                {"direction": "outbound", "transport": "smtp", "sha256": hashlib.sha256(r.raw).hexdigest(),
+                 "raw": r.raw, "size": len(r.raw), "header_message_id": r.row.header_message_id,
+                 "envelope_from": r.row.sender, "envelope_to": [r.recipient], "state": "sent",
+                 "request_id": r.row.request_id, "received_at": now} for r in sent])
+            # a user's address stays out of the audit log: the notice's id says who
+            await audit.record_many(session, [
+                ("system", "outbox.sent", f"outbox:{r.row.id}",
+                 {"kind": r.row.kind, "recipient": r.row.recipient, "message_id": r.row.header_message_id,
+                  "request_id": r.row.request_id}) for r in sent])
+        for r in sent:
+            with _scope(r.row):
+                log.info("reply sent", extra={"outbox_id": r.row.id, "kind": r.row.kind})
+
+    async def _suspended_now(self, recipients: set[str]) -> set[str]:
+        """Which of these officers (or their agencies) are suspended, as of now."""
+        if not recipients:
+            return set()
+        async with self.db.reading() as session:
+            return await _suspended_recipients(session, recipients)
 
     async def _failed_attempt(self, row: Outbox, error: str) -> None:
         async with self.db.transaction() as session:

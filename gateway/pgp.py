@@ -287,6 +287,20 @@ class OpenPGP:
             raise KeyImportError("the file holds a secret key; send only the public key")
         return sorted({k["fingerprint"] for k in self._gpg.scan_keys_mem(armored) if k.get("fingerprint")})
 
+    async def forget_candidate_key(self, fingerprint: str) -> bool:
+        """Remove a public key that a refused message brought in (rule 1 imports an unknown signer's
+        attached key before rule 3 decides): a stream of signed mail with fresh keys must not
+        grow the keyring. Never removes a key whose secret part we hold."""
+        return await self._run(self._forget_candidate_key, fingerprint)
+
+    def _forget_candidate_key(self, fingerprint: str) -> bool:
+        if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fingerprint):
+            raise OpenPGPError(f"not a fingerprint: {fingerprint!r}")
+        if self._gpg.list_keys(secret=True, keys=[fingerprint]):
+            return False
+        deleting = gnupg.GPG(gnupghome=str(self.home), options=[*GPG_OPTIONS, "--yes"])
+        return str(deleting.delete_keys(fingerprint)) == "ok"
+
     async def import_revocation(self, data: bytes) -> list[str]:
         """Import a revocation certificate (or a key carrying one); the keys now revoked."""
         return await self._run(self._import_revocation, data)

@@ -7,6 +7,7 @@ A job that keeps failing is shunted: kept with its error for a human, never drop
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,11 +50,43 @@ async def claim(db: Database, lease_seconds: float, max_attempts: int = 5,
 
 
 CLOSE_AT_ONCE = 50  # jobs of `close_kinds` closed in one claim at most (then the caller claims again)
+# what a worker loads with the jobs it claims, in the claim's transaction (e.g. their messages)
+Preload = Callable[[AsyncSession, list[Job]], Awaitable[None]]
 
 
-async def _claim_one(session: AsyncSession, db: Database, now: datetime, lease_seconds: float,
-                     max_attempts: int, kinds: tuple[str, ...] | None) -> Job | None:
-    """One claim (see `claim`), inside the caller's transaction."""
+async def claim_batch(db: Database, lease_seconds: float, max_attempts: int, kinds: tuple[str, ...],
+                      close_kinds: frozenset[str], limit: int, preload: Preload | None = None) -> list[Job]:
+    """Up to `limit` jobs, in the order `claim` takes them, claimed in one transaction (one write
+    lock and one commit for several jobs); `preload` runs in that transaction, so a job's handler
+    need not open one of its own just to read its input. Shunts and closes like `claim`."""
+    now = utcnow()
+    claimed: list[Job] = []
+    closed = 0
+    async with db.transaction() as session:
+        while len(claimed) < limit and closed < CLOSE_AT_ONCE:
+            wanted = limit - len(claimed)
+            candidates = await _candidates(session, db, now, kinds, wanted)
+            for job in candidates:
+                if job.attempts >= max_attempts:
+                    await _shunt_unfinished(session, job)
+                elif job.kind in close_kinds:
+                    mark_done(session, job)
+                    closed += 1
+                else:
+                    _lease(job, now, lease_seconds)
+                    claimed.append(job)
+            if len(candidates) < wanted:  # no more runnable jobs
+                break
+            await session.flush()  # what was just taken is no candidate for the next round
+        if claimed and preload is not None:
+            await preload(session, claimed)
+    return claimed
+
+
+async def _candidates(session: AsyncSession, db: Database, now: datetime, kinds: tuple[str, ...] | None,
+                      limit: int) -> list[Job]:
+    """Runnable jobs (queued and due, or with an expired lease), highest priority (the lowest
+    number) and oldest first; on PostgreSQL, rows another process holds are skipped."""
     query = (
         select(Job)
         .where(
@@ -63,25 +96,41 @@ async def _claim_one(session: AsyncSession, db: Database, now: datetime, lease_s
             )
         )
         .order_by(Job.priority, Job.id)
-        .limit(1)
+        .limit(limit)
     )
     if kinds is not None:
         query = query.where(Job.kind.in_(kinds))
     if not db.is_sqlite:  # SQLite serialises writers with BEGIN IMMEDIATE instead
         query = query.with_for_update(skip_locked=True)
-    job = await session.scalar(query)
-    if job is None:
-        return None
-    if job.attempts >= max_attempts:
-        job.state = "shunted"
-        job.last_error = (job.last_error or "") + f" [claimed {job.attempts} times, never finished]"
-        job.lease_until = None
-        await audit.record(session, "system", "job.shunted", f"job:{job.id}", kind=job.kind,
-                           error="never finished", attempts=job.attempts)
-        return None
+    return list(await session.scalars(query))
+
+
+async def _shunt_unfinished(session: AsyncSession, job: Job) -> None:
+    """A job claimed `max_attempts` times that never finished killed its worker each time."""
+    job.state = "shunted"
+    job.last_error = (job.last_error or "") + f" [claimed {job.attempts} times, never finished]"
+    job.lease_until = None
+    await audit.record(session, "system", "job.shunted", f"job:{job.id}", kind=job.kind,
+                       error="never finished", attempts=job.attempts)
+
+
+def _lease(job: Job, now: datetime, lease_seconds: float) -> None:
     job.state = "running"
     job.attempts += 1
     job.lease_until = now + timedelta(seconds=lease_seconds)
+
+
+async def _claim_one(session: AsyncSession, db: Database, now: datetime, lease_seconds: float,
+                     max_attempts: int, kinds: tuple[str, ...] | None) -> Job | None:
+    """One claim (see `claim`), inside the caller's transaction."""
+    candidates = await _candidates(session, db, now, kinds, 1)
+    if not candidates:
+        return None
+    job = candidates[0]
+    if job.attempts >= max_attempts:
+        await _shunt_unfinished(session, job)
+        return None
+    _lease(job, now, lease_seconds)
     return job
 
 
@@ -100,6 +149,13 @@ def mark_done(session: AsyncSession, job: Job) -> None:
     job.finished_at = utcnow()
     job.lease_until = None
     session.add(job)
+
+
+async def mark_done_by_id(session: AsyncSession, job_id: int) -> None:
+    """`mark_done` without loading the job: one UPDATE in the handler's own transaction."""
+    await session.execute(update(Job).where(Job.id == job_id)
+                          .values(state="done", finished_at=utcnow(), lease_until=None)
+                          .execution_options(synchronize_session=False))
 
 
 async def finish(db: Database, job: Job) -> None:

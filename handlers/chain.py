@@ -23,6 +23,7 @@ from email.utils import getaddresses
 from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
 from gateway.config import Settings
@@ -73,13 +74,17 @@ class Evaluation:
     content: SignedContent | None = None
     from_address: str | None = None  # the single From addr-spec, when it parsed cleanly
     officer_id: int | None = None  # the officer proven by the signature, when there is one
+    officer: Officer | None = None  # that officer's record as rule 3 read it (detached)
     replay_key: str | None = None
     transport: str = "smtp"
     enrolment: bool = False  # a signed enrolment from a key not yet enrolled: for reviewers
     certified_by: int | None = None  # the agency whose key certified the (new) signer's key
     certification: dict[str, Any] | None = None  # what that certification was
     signer_key: KeyStatus | None = None  # the signing key, when no officer holds it yet
+    imported_signer: str | None = None  # an unknown signer's attached key, imported by rule 1
     rotation: dict[str, Any] | None = None  # a key rotation's new key, or its problems
+    replayed: bool | None = None  # rule 4b's look-up, made with rule 3's (None: not made yet)
+    outer_from: str | Refusal | None = None  # the From header as judged once, before the rules
 
     @property
     def accepted(self) -> bool:
@@ -108,12 +113,17 @@ async def evaluate(ctx: ChainContext, raw: bytes, received_at: datetime, message
     """Run every rule in order; stop at the first refusal."""
     result = Evaluation(transport=transport)
     outer_from = await parse_safely(outer_from_address, raw, ctx.settings.mime)
+    result.outer_from = outer_from
     result.from_address = outer_from if isinstance(outer_from, str) else None
     for rule in (check_signature, check_identity, check_freshness, check_replay):
         refusal = await rule(ctx, raw, received_at, message_id, result)
         if refusal is not None:
             result.refusal = refusal
-            return result
+            break
+    if result.refusal is not None and result.imported_signer is not None:
+        # the key came with this message and won it nothing: it leaves the keyring again (two
+        # messages with the same new key at the same moment may refuse each other: fail closed)
+        await ctx.pgp.forget_candidate_key(result.imported_signer)
     return result
 
 
@@ -154,7 +164,7 @@ async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSign
             check = await ctx.pgp.verify_detached_signature(structure.signed_bytes, structure.signature)
         signed_bytes = structure.signed_bytes
         if check.reason == "unknown_key":
-            check = await _check_with_offered_key(ctx, structure, check)
+            check = await _check_with_offered_key(ctx, structure, check, result)
             if isinstance(check, Refusal):
                 return check
         content = await parse_safely(read_signed_content, signed_bytes) if check.ok else None
@@ -174,10 +184,11 @@ async def _check_signed(ctx: ChainContext, structure: PgpMimeSigned | InlineSign
 
 
 async def _check_with_offered_key(ctx: ChainContext, structure: PgpMimeSigned,
-                                  unknown: SignatureCheck) -> SignatureCheck | Refusal:
+                                  unknown: SignatureCheck, result: Evaluation) -> SignatureCheck | Refusal:
     """An unknown signer may have attached their key (an enrolment, or an agency-certified key):
     verify with that key alone, in a keyring of its own; only a key that made this very
-    signature is kept, as a candidate that counts for nothing until rule 3 says so."""
+    signature is kept, as a candidate that counts for nothing until rule 3 says so (and that
+    leaves the keyring again if the message is refused, see `evaluate`)."""
     unverified = await parse_safely(read_signed_content, structure.signed_bytes)
     if isinstance(unverified, Refusal):
         return unknown
@@ -185,16 +196,17 @@ async def _check_with_offered_key(ctx: ChainContext, structure: PgpMimeSigned,
     if not offered:
         return unknown
     try:
-        result = await ctx.pgp.verify_with_offered_keys(structure.signed_bytes, structure.signature,
-                                                        b"\n".join(a.data for a in offered))
+        offered_check = await ctx.pgp.verify_with_offered_keys(structure.signed_bytes, structure.signature,
+                                                               b"\n".join(a.data for a in offered))
     except KeyImportError as exc:
         return Refusal("attached_key_mismatch", str(exc))
-    if result.check.reason == "unknown_key":
+    if offered_check.check.reason == "unknown_key":
         return Refusal("attached_key_mismatch", f"{unknown.detail}, not by the attached key "
-                       f"{', '.join(result.offered) or '(unreadable)'}: sign with the key you attach")
-    if result.check.ok and result.signer_key is not None:
-        await ctx.pgp.import_public_key(result.signer_key)
-    return result.check
+                       f"{', '.join(offered_check.offered) or '(unreadable)'}: sign with the key you attach")
+    if offered_check.check.ok and offered_check.signer_key is not None:
+        await ctx.pgp.import_public_key(offered_check.signer_key)
+        result.imported_signer = offered_check.check.signer_fingerprint
+    return offered_check.check
 
 
 async def _check_encrypted(ctx: ChainContext, structure: PgpMimeEncrypted,
@@ -232,7 +244,8 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
                          result: Evaluation) -> Refusal | None:
     """Rule 3: the key belongs to an active officer whose address is the single From."""
     assert result.check is not None and result.content is not None
-    outer = await parse_safely(outer_from_address, raw, ctx.settings.mime)
+    outer = result.outer_from  # judged by `evaluate`, once
+    assert outer is not None
     if isinstance(outer, Refusal):
         return outer
     from_address = outer
@@ -254,8 +267,9 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
     result.from_address = from_address
     fingerprint = result.check.signer_fingerprint
     assert fingerprint is not None
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:  # one snapshot for both look-ups
         officer = await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint))
+        result.replayed = await _seen_before(session, result.replay_key, message_id)
     if officer is None:
         return await check_new_signer(ctx, result, fingerprint, from_address)
     if officer.status != "active":
@@ -274,6 +288,7 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
         return Refusal("from_mismatch", f"the message is From {from_address}, but the signing key "
                        "belongs to a different officer or has no such user ID")
     result.officer_id = officer.id
+    result.officer = officer
     return None
 
 
@@ -325,7 +340,7 @@ async def _enrolment_identity(ctx: ChainContext, result: Evaluation, fingerprint
 
 
 async def _is_enrolled(ctx: ChainContext, address: str) -> bool:
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:
         return await session.scalar(select(Officer.id).where(Officer.email == address)) is not None
 
 
@@ -339,7 +354,7 @@ async def agency_certification(ctx: ChainContext, fingerprint: str, from_address
     if not certifications:
         return Refusal("key_not_registered",
                        f"the signing key {fingerprint} is not registered to an enrolled officer")
-    async with ctx.db.transaction() as session:
+    async with ctx.db.reading() as session:
         agencies = {a.key_fingerprint: a for a in await session.scalars(
             select(Agency).where(Agency.key_fingerprint.in_([c.issuer_fingerprint
                                                              for c in certifications])))}
@@ -403,15 +418,19 @@ async def check_freshness(ctx: ChainContext, raw: bytes, received_at: datetime, 
 async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
                        result: Evaluation) -> Refusal | None:
     """Rule 4b: the same signed content is accepted once."""
-    async with ctx.db.transaction() as session:
-        earlier = await session.scalar(
-            select(Message.id).where(Message.replay_key == result.replay_key,
-                                     Message.id != message_id)
-        )
-    if earlier is not None:
+    if result.replayed is None:
+        async with ctx.db.reading() as session:
+            result.replayed = await _seen_before(session, result.replay_key, message_id)
+    if result.replayed:
         return Refusal("replay", "this signed message was already received; a copy is not "
                        "processed twice")
     return None
+
+
+async def _seen_before(session: AsyncSession, replay_key: str | None, message_id: int) -> bool:
+    earlier = await session.scalar(select(Message.id).where(Message.replay_key == replay_key,
+                                                            Message.id != message_id).limit(1))
+    return earlier is not None
 
 
 def _guess_type(filename: str) -> str:

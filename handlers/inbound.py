@@ -8,15 +8,19 @@ anywhere leaves the job to run again from the start.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from gateway import queue
 from gateway.chunks import large_message_turn, raw_bytes
 from gateway.config import Settings
 from gateway.documents import Document, archive_kind, display_name, prepare_documents
-from gateway.logs import set_ref
+from gateway.logs import current_ref, set_ref
 from gateway.mime import Refusal, SignedContent
 from gateway.models import Job, Message, Officer, Request
 from gateway.spool import SPOOL_DIR
@@ -90,25 +94,71 @@ class RetryJob(Exception):
     """Something changed under us (a concurrent copy of the same message): run the job again."""
 
 
-async def process_inbound(ctx: ChainContext, job: Job) -> None:
+PRELOAD_MAX_BYTES = 1 << 20  # larger messages are loaded by their job itself, one at a time
+
+
+@dataclass(frozen=True)
+class StoredInbound:
+    """What the rules read of a stored inbound message."""
+
+    raw: bytes
+    received_at: datetime
+    transport: str
+    state: str
+
+
+COLUMNS = (Message.id, Message.raw, Message.chunks, Message.received_at, Message.transport, Message.state)
+
+
+class InboundPreload:
+    """Loads inbound messages in the transaction that claims their jobs (`queue.claim_batch`), so
+    a job does not open a transaction of its own just to read its message. Each is taken once."""
+
+    def __init__(self) -> None:
+        self._messages: dict[int, StoredInbound] = {}
+
+    async def __call__(self, session: AsyncSession, jobs: list[Job]) -> None:
+        ids = [job.message_id for job in jobs if job.kind == "inbound" and job.message_id is not None]
+        if ids:
+            rows = await session.execute(select(*COLUMNS).where(
+                Message.id.in_(ids), Message.size <= PRELOAD_MAX_BYTES, Message.chunks == 0))
+            for row in rows:
+                self._messages[row.id] = StoredInbound(row.raw, row.received_at, row.transport, row.state)
+
+    def take(self, message_id: int | None) -> StoredInbound | None:
+        return self._messages.pop(message_id, None) if message_id is not None else None
+
+
+async def load_inbound(ctx: ChainContext, message_id: int | None) -> StoredInbound | None:
+    """A message its job did not preload: a large one comes out of its chunks (gateway/chunks.py)."""
+    async with ctx.db.reading() as session:
+        message = await session.get(Message, message_id) if message_id is not None else None
+        if message is None:
+            return None
+        return StoredInbound(await raw_bytes(session, message), message.received_at, message.transport,
+                             message.state)
+
+
+async def process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | None = None) -> None:
+    """`stored`: the message as loaded when the job was claimed, if it was."""
     async with large_message_turn(job.payload):  # large messages one at a time (gateway/chunks.py)
         token = SPOOL_DIR.set(ctx.settings.data_dir / "spool")  # large attachments decode to a spool
         try:
-            await _process_inbound(ctx, job)
+            await _process_inbound(ctx, job, stored)
         finally:
             SPOOL_DIR.reset(token)
 
 
-async def _process_inbound(ctx: ChainContext, job: Job) -> None:
-    async with ctx.db.transaction() as session:
-        message = await session.get(Message, job.message_id)
-        if message is None or message.state != "received":
-            queue.mark_done(session, await session.get(Job, job.id) or job)
-            return
-        raw = await raw_bytes(session, message)  # chunked or inline (gateway/chunks.py)
-        received_at, transport = message.received_at, message.transport
-    evaluation = await evaluate(ctx, raw, received_at, message.id, transport)
-    del raw  # what follows needs only what the signature covers: a large message is not held twice
+async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | None) -> None:
+    stored = stored or await load_inbound(ctx, job.message_id)
+    if stored is None or stored.state != "received":
+        async with ctx.db.transaction() as session:
+            await queue.mark_done_by_id(session, job.id)
+        return
+    raw, received_at, transport = stored.raw, stored.received_at, stored.transport
+    assert job.message_id is not None
+    evaluation = await evaluate(ctx, raw, received_at, job.message_id, transport)
+    del raw, stored  # what follows needs only what the signature covers: a large message is not held twice
     documents = []
     problems = []
     if evaluation.accepted and evaluation.content is not None:
@@ -120,9 +170,9 @@ async def _process_inbound(ctx: ChainContext, job: Job) -> None:
         await _inspect_rotation(ctx, evaluation)
     try:
         async with ctx.db.transaction() as session:
-            message = await session.get(Message, job.message_id)
-            fresh_job = await session.get(Job, job.id)
-            assert message is not None and fresh_job is not None
+            # the bytes were read when the job was claimed: not loaded (nor opened) again
+            message = await session.get(Message, job.message_id, options=[defer(Message.raw)])
+            assert message is not None
             if evaluation.check is not None:
                 message.verification = evaluation.check.summary()
                 message.signer_fingerprint = evaluation.check.signer_fingerprint
@@ -137,17 +187,19 @@ async def _process_inbound(ctx: ChainContext, job: Job) -> None:
                     new_officer = await enrol_certified(session, evaluation)
                     await session.flush()
                     evaluation.officer_id = message.officer_id = new_officer.id
-                officer = await session.get(Officer, evaluation.officer_id)
+                if evaluation.officer is not None:  # as rule 3 read it moments ago: not read again
+                    officer = await session.merge(evaluation.officer, load=False)
+                else:
+                    officer = await session.get(Officer, evaluation.officer_id)
                 assert officer is not None and evaluation.content is not None
                 await route(session, ctx.settings, message, officer, evaluation, documents)
             else:
                 await quarantine(session, ctx.settings, message, evaluation)
-            if message.request_id is not None:
-                request = await session.get(Request, message.request_id)
-                set_ref(request.ref if request is not None else None)
+            if message.request_id is not None and current_ref() is None:  # intake names it itself
+                set_ref(await session.scalar(select(Request.ref).where(Request.id == message.request_id)))
             if message.transport == "chat":
                 await _answer_in_chat(session, message)
-            queue.mark_done(session, fresh_job)
+            await queue.mark_done_by_id(session, job.id)
             state, reason = message.state, message.reason
     except IntegrityError as exc:
         raise RetryJob("a copy of this signed message was processed at the same time") from exc

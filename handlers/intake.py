@@ -15,6 +15,7 @@ from gateway.chunks import ATTACHMENT, store_chunks
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.documents import Document, display_name
+from gateway.logs import set_ref
 from gateway.mime import Refusal
 from gateway.models import Attachment, Message, Officer, Request, RequestSubject
 from gateway.outbox import queue_reply
@@ -42,6 +43,7 @@ async def handle_new_request(session: AsyncSession, settings: Settings, message:
     actor = f"officer:{officer.key_fingerprint}"
 
     ref = await allocate_ref(session)
+    set_ref(ref)  # the log lines of this job name it from here on
     request = _new_request(ref, form, officer, content.text, in_reply_to)
     request.thread_references = references
     request.created_at = utcnow()

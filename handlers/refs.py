@@ -18,8 +18,10 @@ async def allocate_ref(session: AsyncSession) -> str:
     """Take the next number inside the caller's transaction (one atomic UPDATE ... RETURNING)."""
     year = utcnow().year
     increment = (update(RefCounter).where(RefCounter.year == year)
-                 .values(last=RefCounter.last + 1).returning(RefCounter.last))
-    number = await session.scalar(increment)
+                 .values(last=RefCounter.last + 1).returning(RefCounter.last)
+                 .execution_options(synchronize_session=False))  # no counter object is kept in use
+    with session.no_autoflush:  # the caller's pending changes go out with its next flush, not now
+        number = await session.scalar(increment)
     if number is None:  # the year's first request: create its counter (another process may race us)
         try:
             async with session.begin_nested():

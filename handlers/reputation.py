@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
@@ -20,13 +20,22 @@ ENROLLED_VIA = {"operator": "by an operator", "enrolment": "by reviewers after a
 
 async def reputation_lines(session: AsyncSession, officer: Officer, request_id: int | None) -> list[str]:
     """Short lines for /show and the new-request notice; `request_id` is the one being shown."""
-    # counted in SQL: an officer with thousands of requests costs one row per status, not one per request
-    earlier = dict((await session.execute(
-        select(Request.status, func.count()).where(Request.officer_id == officer.id,
-                                                   Request.id != (request_id or 0))
-        .group_by(Request.status))).all())
-    agency_count = await session.scalar(select(func.count()).select_from(Request).where(
-        Request.agency_id == officer.agency_id, Request.id != (request_id or 0))) or 0
+    # counted in SQL, all three in one statement: an officer with thousands of requests costs one
+    # row per status, not one per request
+    other = Request.id != (request_id or 0)
+    since = utcnow() - timedelta(days=SPOOF_WINDOW_DAYS)
+    rows = (await session.execute(union_all(
+        select(literal("officer"), Request.status, func.count())
+        .where(Request.officer_id == officer.id, other).group_by(Request.status),
+        select(literal("agency"), literal(""), func.count()).select_from(Request)
+        .where(Request.agency_id == officer.agency_id, other),
+        select(literal("refused"), Message.reason, func.count())
+        .where(Message.direction == "inbound", Message.claimed_from == officer.email,
+               Message.state == "quarantined", Message.received_at >= since)
+        .group_by(Message.reason)))).all()
+    earlier = {key: n for kind, key, n in rows if kind == "officer"}
+    agency_count = sum(n for kind, _key, n in rows if kind == "agency")
+    refused = {key: n for kind, key, n in rows if kind == "refused"}
     if earlier:
         outcomes = ", ".join(f"{n} {status.replace('_', ' ')}"
                              for status, n in Counter(earlier).most_common())
@@ -39,11 +48,6 @@ async def reputation_lines(session: AsyncSession, officer: Officer, request_id: 
         lines = [f"History: first request from this officer and from {officer.agency.name}"]
     lines.append(f"Enrolled {officer.created_at:%Y-%m-%d} "
                  f"{ENROLLED_VIA.get(officer.enrolled_via, officer.enrolled_via)}")
-    since = utcnow() - timedelta(days=SPOOF_WINDOW_DAYS)
-    refused = dict((await session.execute(select(Message.reason, func.count()).where(
-        Message.direction == "inbound", Message.claimed_from == officer.email,
-        Message.state == "quarantined", Message.received_at >= since)
-        .group_by(Message.reason))).all())
     if refused:
         reasons = ", ".join(f"{reason} ×{n}" for reason, n in Counter(refused).most_common())
         lines.append(f"⚠️ {sum(refused.values())} refused message(s) claimed {officer.email} in the last "

@@ -306,6 +306,10 @@ async def test_a_certification_by_an_unregistered_or_revoked_agency_key_is_refus
     assert details[frank.email][0] == "key_not_registered"
     assert "certified by Revoked Police's key, which is revoked" in details[frank.email][1]
     assert await gateway.requests() == [] and gateway.sink.received == []
+    # their keys came with the refused mail and left with it: forged-key mail cannot grow the keyring
+    assert await gateway.core.pgp.key_status(erin.fingerprint) is None
+    assert await gateway.core.pgp.key_status(frank.fingerprint) is None
+    assert await gateway.core.pgp.key_status(revoked_agency.fingerprint) is not None
 
 
 async def test_an_agency_registered_without_a_key_gets_one_later_and_can_replace_it(
