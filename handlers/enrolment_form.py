@@ -47,7 +47,7 @@ def purpose_of(content: SignedContent) -> str | None:
 def attached_keys(content: SignedContent) -> list[ReceivedAttachment]:
     """Attachments holding an OpenPGP public key (armored, or typed application/pgp-keys)."""
     return [a for a in content.attachments
-            if a.content_type.lower() in KEY_TYPES or ARMORED_KEY in a.data[:4096]]
+            if a.content_type.lower() in KEY_TYPES or ARMORED_KEY in a.head[:4096]]
 
 
 def read_enrolment_form(content: SignedContent, pdf_count: int) -> EnrolmentForm:
