@@ -40,7 +40,13 @@ SIGNATURE_RESULTS = {"GOODSIG", "BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVK
 TROUBLE = {"ERROR", "FAILURE", "BADMDC", "DECRYPTION_FAILED", "BADARMOR"}
 MIN_GPG_VERSION = (2, 2, 8)
 # Options for every gpg call: our keyring only, nothing fetched, nothing trusted implicitly.
+# --no-random-seed-file: every gpg that encrypts or signs reads and rewrites `random_seed` in the
+# keyring under an fcntl lock, and one that finds it taken sleeps 250 ms, then 1 s more (libgcrypt's
+# lock_seed_file): with two gpg threads one reply in twenty waited that long (issue #8). The file
+# only carries pool state over between runs; libgcrypt seeds each process from the kernel
+# (getrandom) anyway, so keys and session keys are no weaker without it.
 GPG_OPTIONS = [
+    "--no-random-seed-file",
     "--no-auto-key-retrieve",
     "--auto-key-locate", "local",
     "--keyserver-options", "no-auto-key-retrieve",

@@ -47,3 +47,17 @@ async def test_a_missing_key_is_found_once_imported(gateway, officer_ring: Offic
     await pgp.import_public_key(erin.public_armored)
     status = await pgp.key_status(erin.fingerprint)
     assert status is not None and status.fingerprint == erin.fingerprint
+
+
+async def test_replies_leave_the_random_seed_file_alone(gateway, officer_ring: OfficerKeyring) -> None:
+    """Two gpg processes that sign or encrypt at once in one keyring queue on the lock of its
+    `random_seed` (the loser sleeps 250 ms, then 1 s more): the gateway's gpg never opens it."""
+    frank = officer_ring.create_key("frank@police.test", "Frank Officer")
+    pgp = gateway.core.pgp
+    await pgp.import_public_key(frank.public_armored)
+    seed = pgp.home / "random_seed"
+    seed.unlink(missing_ok=True)
+    replies = await asyncio.gather(*(pgp.sign_and_encrypt_for_officer(b"reply %d\n" % i, frank.fingerprint)
+                                     for i in range(4)))
+    assert [officer_ring.decrypt(reply) for reply in replies] == [b"reply %d\n" % i for i in range(4)]
+    assert not seed.exists()
