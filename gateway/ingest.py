@@ -14,8 +14,6 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, update
@@ -26,6 +24,7 @@ from gateway.chunks import MESSAGE, pieces_of, store_chunks, turn_payload
 from gateway.clock import utcnow
 from gateway.db import Database
 from gateway.models import Job, Message
+from gateway.msgid import header_message_id
 from gateway.spool import CHUNK, Spool
 
 LARGE = 1024 * 1024  # hash bigger messages in a thread, off the event loop
@@ -60,7 +59,7 @@ async def ingest(db: Database, raw: bytes, *, transport: str, peer: str | None =
             large = len(raw) > CHUNK  # kept in sealed chunks, like a spooled message
             message = Message(
                 direction="inbound", transport=transport, sha256=digest, raw=b"" if large else raw,
-                size=len(raw), header_message_id=_header_message_id(raw), peer=peer,
+                size=len(raw), header_message_id=header_message_id(raw), peer=peer,
                 envelope_from=envelope_from, envelope_to=list(envelope_to or []),
             )
             session.add(message)
@@ -85,13 +84,6 @@ async def _raced(db: Database, digest: str, error: IntegrityError) -> IngestResu
     if existing is None:
         raise error
     return IngestResult(existing, duplicate=True)
-
-
-def _header_message_id(raw: bytes) -> str | None:
-    """For display and threading hints only: outer headers are not covered by the signature."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
-    value = headers.get("Message-ID")
-    return "".join(str(value).split())[:998] if value else None  # unfolded, no whitespace at all
 
 
 @dataclass
@@ -286,7 +278,7 @@ def _message_row(item: _Pending) -> dict[str, Any]:
     as db.py's `_no_nul_in_text` does for ORM objects (PostgreSQL text cannot hold it)."""
     head = item.spool.head if item.spool is not None else item.raw
     return {"direction": "inbound", "transport": item.transport, "sha256": item.digest, "raw": item.raw,
-            "size": item.size, "header_message_id": _no_nul(_header_message_id(head)),
+            "size": item.size, "header_message_id": _no_nul(header_message_id(head)),
             "peer": _no_nul(item.peer), "envelope_from": _no_nul(item.envelope_from),
             "envelope_to": [_no_nul(address) for address in item.envelope_to], "received_at": utcnow()}
 
