@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Insert, Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from gateway import audit, queue
@@ -225,36 +226,39 @@ class GroupCommit:
             item.done.set_result(result)
 
     async def _commit(self, batch: list[_Pending]) -> list[IngestResult]:
-        """`ingest` for several messages: one transaction, one look-up of known digests, one
-        INSERT of the messages, one of the jobs and one of the audit entries (SQLAlchemy Core:
+        """`ingest` for several messages: one transaction, one INSERT of the messages (a look-up
+        only of those already stored), one of the jobs and one of the audit entries (SQLAlchemy Core:
         the ORM's unit of work inserted them row by row and cost more CPU than aiosmtpd itself;
         Core still applies the column types, so raw bytes and envelopes are sealed)."""
         async with self.db.transaction() as session:
-            digests = {item.digest for item in batch}
-            known = dict((await session.execute(
-                select(Message.sha256, Message.id).where(Message.direction == "inbound",
-                                                         Message.sha256.in_(digests)))).all())
-            firsts: dict[str, _Pending] = {}  # the first of each digest not stored yet
+            conn = await session.connection()  # Core statements need no ORM session machinery
+            firsts: dict[str, _Pending] = {}  # the first of each digest in the batch
             for item in batch:
-                if item.digest not in known:
-                    firsts.setdefault(item.digest, item)
-            ids = dict((await session.execute(
-                insert(MESSAGES).returning(MESSAGES.c.sha256, MESSAGES.c.id),
-                [_message_row(item) for item in firsts.values()])).all()) if firsts else {}
-            for item in firsts.values():  # a large message's bytes, chunk by chunk (once per digest)
+                firsts.setdefault(item.digest, item)
+            # the digests already stored are the rows the INSERT skips (one statement, not a
+            # look-up before it); they are looked up only when there are some
+            ids = dict((await conn.execute(_insert_new(conn.dialect.name),
+                                           [_message_row(item) for item in firsts.values()])).all())
+            missing = firsts.keys() - ids.keys()
+            known = dict((await conn.execute(
+                select(MESSAGES.c.sha256, MESSAGES.c.id).where(MESSAGES.c.direction == "inbound",
+                                                               MESSAGES.c.sha256.in_(missing)))).all()
+                         ) if missing else {}
+            new = [item for item in firsts.values() if item.digest in ids]
+            for item in new:  # a large message's bytes, chunk by chunk (once per digest)
                 if item.spool is not None:
                     chunks = await store_chunks(session, MESSAGE, ids[item.digest], item.spool.chunks())
-                    await session.execute(update(MESSAGES).where(MESSAGES.c.id == ids[item.digest])
-                                          .values(chunks=chunks))
-            if firsts:
+                    await conn.execute(update(MESSAGES).where(MESSAGES.c.id == ids[item.digest])
+                                       .values(chunks=chunks))
+            if new:
                 now = utcnow()
-                await session.execute(insert(JOBS), [
+                await conn.execute(insert(JOBS), [
                     {"kind": "inbound", "message_id": ids[item.digest], "priority": item.priority,
                      "payload": turn_payload(item.size) or {}, "run_after": now, "created_at": now}
-                    for item in firsts.values()])
+                    for item in new])
             results, entries = [], []
             for item in batch:
-                if firsts.get(item.digest) is item:
+                if item.digest in ids and firsts[item.digest] is item:
                     message_id = ids[item.digest]
                     entries.append(("system", "inbound.received", f"message:{message_id}",
                                     {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
@@ -271,6 +275,14 @@ class GroupCommit:
 
 MESSAGES = cast(Table, Message.__table__)
 JOBS = cast(Table, Job.__table__)
+
+
+def _insert_new(dialect: str) -> Insert:
+    """INSERT of new inbound messages that skips a digest already stored, returning (sha256, id)
+    of the rows it inserted."""
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make(MESSAGES).on_conflict_do_nothing(index_elements=["direction", "sha256"]).returning(
+        MESSAGES.c.sha256, MESSAGES.c.id)
 
 
 def _message_row(item: _Pending) -> dict[str, Any]:
