@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, insert, select, update
+from sqlalchemy import Connection, Insert, Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -227,50 +227,73 @@ class GroupCommit:
 
     async def _commit(self, batch: list[_Pending]) -> list[IngestResult]:
         """`ingest` for several messages: one transaction, one INSERT of the messages (a look-up
-        only of those already stored), one of the jobs and one of the audit entries (SQLAlchemy Core:
-        the ORM's unit of work inserted them row by row and cost more CPU than aiosmtpd itself;
-        Core still applies the column types, so raw bytes and envelopes are sealed)."""
+        only of those already stored), one of the jobs and one of the audit entries (SQLAlchemy
+        Core: the ORM's unit of work inserted them row by row and cost more CPU than aiosmtpd
+        itself; Core still applies the column types, so raw bytes and envelopes are sealed). On
+        SQLite, a batch of small messages is one trip to a thread (`Database.write_in_thread`)."""
+        if self.db.threaded_writes and all(item.spool is None for item in batch):
+            return await self.db.write_in_thread(
+                lambda conn: _finish(conn, batch, *_insert_messages(conn, batch)))
         async with self.db.transaction() as session:
             conn = await session.connection()  # Core statements need no ORM session machinery
-            firsts: dict[str, _Pending] = {}  # the first of each digest in the batch
-            for item in batch:
-                firsts.setdefault(item.digest, item)
-            # the digests already stored are the rows the INSERT skips (one statement, not a
-            # look-up before it); they are looked up only when there are some
-            ids = dict((await conn.execute(_insert_new(conn.dialect.name),
-                                           [_message_row(item) for item in firsts.values()])).all())
-            missing = firsts.keys() - ids.keys()
-            known = dict((await conn.execute(
-                select(MESSAGES.c.sha256, MESSAGES.c.id).where(MESSAGES.c.direction == "inbound",
-                                                               MESSAGES.c.sha256.in_(missing)))).all()
-                         ) if missing else {}
-            new = [item for item in firsts.values() if item.digest in ids]
-            for item in new:  # a large message's bytes, chunk by chunk (once per digest)
+            ids, known = await conn.run_sync(_insert_messages, batch)
+            for item in _new(batch, ids):  # a large message's bytes, chunk by chunk (once per digest)
                 if item.spool is not None:
                     chunks = await store_chunks(session, MESSAGE, ids[item.digest], item.spool.chunks())
                     await conn.execute(update(MESSAGES).where(MESSAGES.c.id == ids[item.digest])
                                        .values(chunks=chunks))
-            if new:
-                now = utcnow()
-                await conn.execute(insert(JOBS), [
-                    {"kind": "inbound", "message_id": ids[item.digest], "priority": item.priority,
-                     "payload": turn_payload(item.size) or {}, "run_after": now, "created_at": now}
-                    for item in new])
-            results, entries = [], []
-            for item in batch:
-                if item.digest in ids and firsts[item.digest] is item:
-                    message_id = ids[item.digest]
-                    entries.append(("system", "inbound.received", f"message:{message_id}",
-                                    {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
-                                     "size": item.size}))
-                    results.append(IngestResult(message_id, duplicate=False))
-                else:
-                    existing = known.get(item.digest) or ids[item.digest]
-                    entries.append(("system", "inbound.duplicate", f"message:{existing}",
-                                    {"transport": item.transport, "peer": item.peer, "sha256": item.digest}))
-                    results.append(IngestResult(existing, duplicate=True))
-            await audit.record_many(session, entries)
-        return results
+            return await conn.run_sync(_finish, batch, ids, known)
+
+
+def _insert_messages(conn: Connection, batch: list[_Pending]) -> tuple[dict[str, int], dict[str, int]]:
+    """Insert the batch's messages, once per digest: (ids of those inserted, ids of those already
+    stored), by digest. The INSERT skips what is stored (one statement, not a look-up before it);
+    those are looked up only when there are some."""
+    firsts = _firsts(batch)
+    ids = dict(conn.execute(_insert_new(conn.dialect.name), [_message_row(item) for item in firsts]).all())
+    missing = {item.digest for item in firsts} - ids.keys()
+    known = dict(conn.execute(
+        select(MESSAGES.c.sha256, MESSAGES.c.id).where(MESSAGES.c.direction == "inbound",
+                                                       MESSAGES.c.sha256.in_(missing))).all()
+                 ) if missing else {}
+    return ids, known
+
+
+def _finish(conn: Connection, batch: list[_Pending], ids: dict[str, int],
+            known: dict[str, int]) -> list[IngestResult]:
+    """The new messages' jobs and every message's audit entry; each caller's answer."""
+    new = _new(batch, ids)
+    if new:
+        now = utcnow()
+        conn.execute(insert(JOBS), [
+            {"kind": "inbound", "message_id": ids[item.digest], "priority": item.priority,
+             "payload": turn_payload(item.size) or {}, "run_after": now, "created_at": now}
+            for item in new])
+    results, entries, inserted = [], [], {id(item) for item in new}
+    for item in batch:
+        if id(item) in inserted:
+            message_id = ids[item.digest]
+            entries.append(("system", "inbound.received", f"message:{message_id}",
+                            {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
+                             "size": item.size}))
+            results.append(IngestResult(message_id, duplicate=False))
+        else:
+            existing = known.get(item.digest) or ids[item.digest]
+            entries.append(("system", "inbound.duplicate", f"message:{existing}",
+                            {"transport": item.transport, "peer": item.peer, "sha256": item.digest}))
+            results.append(IngestResult(existing, duplicate=True))
+    audit.append(conn, entries)
+    return results
+
+
+def _firsts(batch: list[_Pending]) -> list[_Pending]:
+    """The first message of each digest in the batch."""
+    return list({item.digest: item for item in reversed(batch)}.values())[::-1]
+
+
+def _new(batch: list[_Pending], ids: dict[str, int]) -> list[_Pending]:
+    """The first message of each digest just inserted."""
+    return [item for item in _firsts(batch) if item.digest in ids]
 
 
 MESSAGES = cast(Table, Message.__table__)
