@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
@@ -58,11 +58,17 @@ async def record_many(session: AsyncSession,
     look-up of the last hash and one INSERT for all of them (group commit at ingress, the
     outbox's sent replies). What the session holds is flushed first, as the entries describe it."""
     await session.flush()
-    if session.get_bind().dialect.name == "postgresql":
+    await session.run_sync(lambda sync: append(sync.connection(), entries))
+
+
+def append(conn: Connection, entries: list[tuple[str, str, str | None, dict[str, Any]]]) -> None:
+    """`record_many`'s statements on a connection inside the caller's transaction (synchronous:
+    SMTP ingress runs its whole SQLite transaction in a thread, gateway/ingest.py)."""
+    if conn.dialect.name == "postgresql":
         # one appender at a time, or two could link to the same previous entry (SQLite's
         # BEGIN IMMEDIATE already serialises writers); the lock ends with the transaction
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
-    last = await session.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
+    last = conn.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
     prev = last or GENESIS
     made: list[dict[str, Any]] = []
     for actor, action, subject, details in entries:
@@ -75,8 +81,9 @@ async def record_many(session: AsyncSession,
         made.append({"at": at, "actor": actor, "action": action, "subject": subject, "details": details,
                      "prev_hash": prev, "hash": digest_})
         prev = digest_
-    # in list order, so ids follow the chain (one executemany, no RETURNING: nobody needs the ids)
-    await session.execute(insert(AuditEntry), made)
+    # in list order, so ids follow the chain (one executemany, no RETURNING: nobody needs the ids;
+    # into the table, not the ORM's bulk insert, which costs more and adds nothing here)
+    conn.execute(insert(cast(Table, AuditEntry.__table__)), made)
 
 
 @dataclass(frozen=True)

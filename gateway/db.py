@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from gateway.vault import ACTIVE_VAULT, Vault
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READ_ONLY = "lers_read_only"
+T = TypeVar("T")
 WRITE_WAIT_SECONDS = 30.0  # = PRAGMA busy_timeout  # execution option of `Database.reading()` sessions
 
 
@@ -48,12 +49,15 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         self.engine: AsyncEngine = create_async_engine(url)
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine.sync_engine)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._readers = async_sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
                                            expire_on_commit=False)
         self.vault: Vault | None = None  # set by open_core once gpg has unwrapped the data keys
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._threaded: Engine | None = None  # SQLite: for `write_in_thread`, made on first use
+        # a second engine reaches the same database only through a file
+        self.threaded_writes = self.is_sqlite and make_url(url).database not in (None, "", ":memory:")
 
     async def upgrade(self, revision: str = "head") -> None:
         """Apply the Alembic migrations (the only way the schema is created or changed)."""
@@ -94,6 +98,31 @@ class Database:
         finally:
             ACTIVE_VAULT.reset(token)
 
+    async def write_in_thread(self, work: Callable[[Connection], T]) -> T:
+        """SQLite: `work` in one transaction run whole in a worker thread, on a synchronous
+        connection to the same file (same write turn, pragmas and vault as `transaction`). An
+        async transaction hands every step of every statement (cursor, execute, fetch, close) to
+        aiosqlite's thread and back, a wake-up of the event loop each: at SMTP ingress, those
+        round trips, not the work, were most of what the senders waited for."""
+        if not self.threaded_writes:
+            raise RuntimeError("write_in_thread is for a SQLite file; use transaction()")
+        if self._threaded is None:
+            self._threaded = create_engine(self.url.replace("+aiosqlite", "+pysqlite", 1),
+                                           connect_args={"check_same_thread": False})
+            _configure_sqlite(self._threaded)
+        engine, vault = self._threaded, self.vault
+
+        def run() -> T:
+            token = ACTIVE_VAULT.set(vault)
+            try:
+                with engine.begin() as conn:
+                    return work(conn)
+            finally:
+                ACTIVE_VAULT.reset(token)
+
+        async with self._write_turn():
+            return await asyncio.to_thread(run)
+
     @asynccontextmanager
     async def _write_turn(self) -> AsyncIterator[None]:
         """SQLite: this process's writers queue on an asyncio lock (first come, first served)
@@ -129,6 +158,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._threaded is not None:
+            await asyncio.to_thread(self._threaded.dispose)
 
 
 @event.listens_for(Session, "before_flush")
@@ -150,8 +181,8 @@ def _no_nul_in_text(session: Session, _context: Any, _instances: Any) -> None:
                 setattr(obj, attribute.key, json.loads(json.dumps(value).replace("\\u0000", "\\ufffd")))
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves (the driver's implicit BEGIN is DEFERRED).
         dbapi_connection.isolation_level = None
@@ -163,6 +194,6 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA cache_size=-512")  # per connection: 1 MiB chunks pass through it (issue 8)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")

@@ -14,16 +14,18 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.policy import compat32
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Insert, Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from gateway import audit, queue
 from gateway.chunks import MESSAGE, pieces_of, store_chunks, turn_payload
+from gateway.clock import utcnow
 from gateway.db import Database
-from gateway.models import Message
+from gateway.models import Job, Message
+from gateway.msgid import header_message_id
 from gateway.spool import CHUNK, Spool
 
 LARGE = 1024 * 1024  # hash bigger messages in a thread, off the event loop
@@ -58,7 +60,7 @@ async def ingest(db: Database, raw: bytes, *, transport: str, peer: str | None =
             large = len(raw) > CHUNK  # kept in sealed chunks, like a spooled message
             message = Message(
                 direction="inbound", transport=transport, sha256=digest, raw=b"" if large else raw,
-                size=len(raw), header_message_id=_header_message_id(raw), peer=peer,
+                size=len(raw), header_message_id=header_message_id(raw), peer=peer,
                 envelope_from=envelope_from, envelope_to=list(envelope_to or []),
             )
             session.add(message)
@@ -83,13 +85,6 @@ async def _raced(db: Database, digest: str, error: IntegrityError) -> IngestResu
     if existing is None:
         raise error
     return IngestResult(existing, duplicate=True)
-
-
-def _header_message_id(raw: bytes) -> str | None:
-    """For display and threading hints only: outer headers are not covered by the signature."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:65536], headersonly=True)
-    value = headers.get("Message-ID")
-    return "".join(str(value).split())[:998] if value else None  # unfolded, no whitespace at all
 
 
 @dataclass
@@ -231,44 +226,97 @@ class GroupCommit:
             item.done.set_result(result)
 
     async def _commit(self, batch: list[_Pending]) -> list[IngestResult]:
-        """`ingest` for several messages: one transaction, one look-up of known digests, one
-        flush of the messages, one of the jobs and the audit entries."""
+        """`ingest` for several messages: one transaction, one INSERT of the messages (a look-up
+        only of those already stored), one of the jobs and one of the audit entries (SQLAlchemy
+        Core: the ORM's unit of work inserted them row by row and cost more CPU than aiosmtpd
+        itself; Core still applies the column types, so raw bytes and envelopes are sealed). On
+        SQLite, a batch of small messages is one trip to a thread (`Database.write_in_thread`)."""
+        if self.db.threaded_writes and all(item.spool is None for item in batch):
+            return await self.db.write_in_thread(
+                lambda conn: _finish(conn, batch, *_insert_messages(conn, batch)))
         async with self.db.transaction() as session:
-            digests = {item.digest for item in batch}
-            known = dict((await session.execute(
-                select(Message.sha256, Message.id).where(Message.direction == "inbound",
-                                                         Message.sha256.in_(digests)))).all())
-            new: dict[str, Message] = {}
-            for item in batch:
-                if item.digest in known or item.digest in new:
-                    continue
-                head = item.spool.head if item.spool is not None else item.raw
-                new[item.digest] = Message(
-                    direction="inbound", transport=item.transport, sha256=item.digest, raw=item.raw,
-                    size=item.size, header_message_id=_header_message_id(head), peer=item.peer,
-                    envelope_from=item.envelope_from, envelope_to=item.envelope_to,
-                )
-            session.add_all(new.values())
-            await session.flush()
-            for item in batch:  # a large message's bytes, chunk by chunk (once per digest)
-                message = new.get(item.digest)
-                if item.spool is not None and message is not None and not message.chunks:
-                    message.chunks = await store_chunks(session, MESSAGE, message.id, item.spool.chunks())
-            results, entries, firsts = [], [], set()
-            for item in batch:
-                message = new.get(item.digest)
-                if message is not None and item.digest not in firsts:
-                    firsts.add(item.digest)
-                    queue.enqueue(session, "inbound", message_id=message.id, priority=item.priority,
-                                  payload=turn_payload(item.size))
-                    entries.append(("system", "inbound.received", f"message:{message.id}",
-                                    {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
-                                     "size": item.size}))
-                    results.append(IngestResult(message.id, duplicate=False))
-                else:
-                    existing = known.get(item.digest) or new[item.digest].id
-                    entries.append(("system", "inbound.duplicate", f"message:{existing}",
-                                    {"transport": item.transport, "peer": item.peer, "sha256": item.digest}))
-                    results.append(IngestResult(existing, duplicate=True))
-            await audit.record_many(session, entries)
-        return results
+            conn = await session.connection()  # Core statements need no ORM session machinery
+            ids, known = await conn.run_sync(_insert_messages, batch)
+            for item in _new(batch, ids):  # a large message's bytes, chunk by chunk (once per digest)
+                if item.spool is not None:
+                    chunks = await store_chunks(session, MESSAGE, ids[item.digest], item.spool.chunks())
+                    await conn.execute(update(MESSAGES).where(MESSAGES.c.id == ids[item.digest])
+                                       .values(chunks=chunks))
+            return await conn.run_sync(_finish, batch, ids, known)
+
+
+def _insert_messages(conn: Connection, batch: list[_Pending]) -> tuple[dict[str, int], dict[str, int]]:
+    """Insert the batch's messages, once per digest: (ids of those inserted, ids of those already
+    stored), by digest. The INSERT skips what is stored (one statement, not a look-up before it);
+    those are looked up only when there are some."""
+    firsts = _firsts(batch)
+    ids = dict(conn.execute(_insert_new(conn.dialect.name), [_message_row(item) for item in firsts]).all())
+    missing = {item.digest for item in firsts} - ids.keys()
+    known = dict(conn.execute(
+        select(MESSAGES.c.sha256, MESSAGES.c.id).where(MESSAGES.c.direction == "inbound",
+                                                       MESSAGES.c.sha256.in_(missing))).all()
+                 ) if missing else {}
+    return ids, known
+
+
+def _finish(conn: Connection, batch: list[_Pending], ids: dict[str, int],
+            known: dict[str, int]) -> list[IngestResult]:
+    """The new messages' jobs and every message's audit entry; each caller's answer."""
+    new = _new(batch, ids)
+    if new:
+        now = utcnow()
+        conn.execute(insert(JOBS), [
+            {"kind": "inbound", "message_id": ids[item.digest], "priority": item.priority,
+             "payload": turn_payload(item.size) or {}, "run_after": now, "created_at": now}
+            for item in new])
+    results, entries, inserted = [], [], {id(item) for item in new}
+    for item in batch:
+        if id(item) in inserted:
+            message_id = ids[item.digest]
+            entries.append(("system", "inbound.received", f"message:{message_id}",
+                            {"transport": item.transport, "peer": item.peer, "sha256": item.digest,
+                             "size": item.size}))
+            results.append(IngestResult(message_id, duplicate=False))
+        else:
+            existing = known.get(item.digest) or ids[item.digest]
+            entries.append(("system", "inbound.duplicate", f"message:{existing}",
+                            {"transport": item.transport, "peer": item.peer, "sha256": item.digest}))
+            results.append(IngestResult(existing, duplicate=True))
+    audit.append(conn, entries)
+    return results
+
+
+def _firsts(batch: list[_Pending]) -> list[_Pending]:
+    """The first message of each digest in the batch."""
+    return list({item.digest: item for item in reversed(batch)}.values())[::-1]
+
+
+def _new(batch: list[_Pending], ids: dict[str, int]) -> list[_Pending]:
+    """The first message of each digest just inserted."""
+    return [item for item in _firsts(batch) if item.digest in ids]
+
+
+MESSAGES = cast(Table, Message.__table__)
+JOBS = cast(Table, Job.__table__)
+
+
+def _insert_new(dialect: str) -> Insert:
+    """INSERT of new inbound messages that skips a digest already stored, returning (sha256, id)
+    of the rows it inserted."""
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return make(MESSAGES).on_conflict_do_nothing(index_elements=["direction", "sha256"]).returning(
+        MESSAGES.c.sha256, MESSAGES.c.id)
+
+
+def _message_row(item: _Pending) -> dict[str, Any]:
+    """A new inbound message's columns. No ORM flush sees them, so NUL in text is replaced here
+    as db.py's `_no_nul_in_text` does for ORM objects (PostgreSQL text cannot hold it)."""
+    head = item.spool.head if item.spool is not None else item.raw
+    return {"direction": "inbound", "transport": item.transport, "sha256": item.digest, "raw": item.raw,
+            "size": item.size, "header_message_id": _no_nul(header_message_id(head)),
+            "peer": _no_nul(item.peer), "envelope_from": _no_nul(item.envelope_from),
+            "envelope_to": [_no_nul(address) for address in item.envelope_to], "received_at": utcnow()}
+
+
+def _no_nul(text: str | None) -> str | None:
+    return text.replace("\x00", "\ufffd") if text else text
