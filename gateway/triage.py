@@ -3,9 +3,11 @@
 Only a priority, never a verdict: every message is stored and judged by the full chain
 (handlers/chain.py) all the same. A flood of unsigned, malformed or stranger-signed mail in an
 officer's name must not make real requests wait, so such mail is queued behind mail that looks
-signed by a known key (issue 8, item 4). A wrong guess only delays a message: a new officer's
-key that reached the keyring a moment ago, or an enrolment whose key is attached, is still
-processed (the latter keeps normal priority: it carries its key).
+signed by a known key (issue 8, item 4). Mail whose signer only costlier work can tell (encrypted
+to us, or carrying its own key: an enrolment, an agency-certified officer) comes between the two:
+anyone can add an armored block to forged mail, and each such mail costs a decryption or a check
+against its attached key, so it must not stand beside mail from known keys. A wrong guess only
+delays a message: a key that reached the keyring a moment ago costs its first messages their place.
 """
 
 from __future__ import annotations
@@ -14,22 +16,23 @@ import base64
 import binascii
 import re
 
-SUSPECT = 1  # Job.priority of inbound mail that does not look signed by a known key
-NORMAL = 0
+NORMAL = 0  # Job.priority (lowest first) of mail whose signature names a key in the keyring
+UNPROVEN = 1  # encrypted, or carrying a key: only decryption or the attached key can tell
+SUSPECT = 2  # nothing verifiable by a key we hold: unsigned, malformed, a stranger's signature
 ARMORED_SIGNATURE = re.compile(rb"-----BEGIN PGP SIGNATURE-----\r?\n(.*?)-----END PGP SIGNATURE-----",
                                re.DOTALL)
 ENCRYPTED = b"-----BEGIN PGP MESSAGE-----"  # whose signer only decryption can tell
-ATTACHED_KEY = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
+ATTACHED_KEY = re.compile(rb"-----BEGIN PGP PUBLIC KEY BLOCK-----|application/pgp-keys", re.IGNORECASE)
 
 
 def priority(raw: bytes, known: frozenset[str]) -> int:
-    """NORMAL if the mail is encrypted, carries a key, or has a signature whose issuer (key id or
-    fingerprint, upper-case hex) is in `known`; SUSPECT otherwise."""
-    if ENCRYPTED in raw or ATTACHED_KEY in raw:
-        return NORMAL
+    """NORMAL if a signature's issuer (key id or fingerprint, upper-case hex) is in `known`;
+    else UNPROVEN if the mail is encrypted or carries a key; SUSPECT otherwise."""
     for block in ARMORED_SIGNATURE.finditer(raw):
         if issuers(block.group(1)) & known:
             return NORMAL
+    if ENCRYPTED in raw or ATTACHED_KEY.search(raw):  # a key file is usually base64: its type tells
+        return UNPROVEN
     return SUSPECT
 
 

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from gateway import audit
 from gateway.models import Job, Message
-from gateway.triage import NORMAL, SUSPECT, issuers, priority
-from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
+from gateway.triage import NORMAL, SUSPECT, UNPROVEN, issuers, priority
+from tests.support.mail_factory import Attachment, request_body, signed_request_mail, unsigned_mail
 from tests.support.officer_keys import OfficerKeyring, TestKey
 
 
@@ -31,6 +31,20 @@ def test_triage_reads_the_issuer_of_the_signature(officer_ring: OfficerKeyring, 
     assert priority(signed[:start] + b"garbage" + signed[end:], known) == SUSPECT
     broken = signed[:start + 40] + b"!!!!" + signed[start + 44:]
     assert priority(broken, known) in (NORMAL, SUSPECT)  # never an exception
+    # a stranger's signed mail carrying its own key, or anything encrypted, is queued behind
+    # mail from known keys (anyone can add such a block to forged mail) but before plain forgeries
+    stranger = signed_request_mail(officer_ring, bob, from_addr=alice.email, body=body,
+                                   attachments=[Attachment("key.asc", "application/pgp-keys",
+                                                           bob.public_armored)])
+    assert priority(stranger, known) == UNPROVEN
+    encrypted = unsigned_mail(from_addr=alice.email, body="-----BEGIN PGP MESSAGE-----\n\nhQEMA\n"
+                              "-----END PGP MESSAGE-----\n")
+    assert priority(encrypted, known) == UNPROVEN
+    with_key_and_known_signature = signed_request_mail(
+        officer_ring, alice, from_addr=alice.email, body=body,
+        attachments=[Attachment("key.asc", "application/pgp-keys", bob.public_armored)])
+    assert priority(with_key_and_known_signature, known) == NORMAL
+    assert NORMAL < UNPROVEN < SUSPECT
 
 
 async def test_many_senders_share_commits_and_each_is_stored_once(gateway, alice: TestKey) -> None:
