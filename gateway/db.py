@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +57,8 @@ class Database:
         self.vault: Vault | None = None  # set by open_core once gpg has unwrapped the data keys
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._threaded: Engine | None = None  # SQLite: for `write_in_thread`, made on first use
+        # its own thread: a commit never waits in the shared pool behind sealing or gpg's callers
+        self._write_thread: ThreadPoolExecutor | None = None
         # a second engine reaches the same database only through a file
         self.threaded_writes = self.is_sqlite and make_url(url).database not in (None, "", ":memory:")
 
@@ -120,8 +123,10 @@ class Database:
             finally:
                 ACTIVE_VAULT.reset(token)
 
+        if self._write_thread is None:
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         async with self._write_turn():
-            return await asyncio.to_thread(run)
+            return await asyncio.get_running_loop().run_in_executor(self._write_thread, run)
 
     @asynccontextmanager
     async def _write_turn(self) -> AsyncIterator[None]:
@@ -158,6 +163,9 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._write_thread is not None:
+            writer, self._write_thread = self._write_thread, None
+            await asyncio.to_thread(writer.shutdown)  # a write under way finishes first
         if self._threaded is not None:
             await asyncio.to_thread(self._threaded.dispose)
 
