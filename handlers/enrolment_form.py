@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.mime import ReceivedAttachment, SignedContent
-from handlers.form import _body_block
+from handlers.form import FORM_MAX_BYTES, _body_block
 
 ENROLMENT_FILE = "enrolment.toml"
 ENROLMENT_FIELDS = ("name", "rank", "unit", "agency", "country", "phone", "supervisor_name",
@@ -83,6 +83,9 @@ def _raw_fields(content: SignedContent) -> tuple[dict[str, Any], str, list[str]]
     for attachment in content.attachments:
         if (attachment.filename or "").lower() != ENROLMENT_FILE:
             continue
+        if attachment.size > FORM_MAX_BYTES:
+            return {}, content.text, [f"{ENROLMENT_FILE}: is {attachment.size} bytes, more than a "
+                                      f"form's {FORM_MAX_BYTES} at most"]
         try:
             data = tomllib.loads(attachment.data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:

@@ -43,6 +43,7 @@ CATEGORIES_REQUIRED = {"emergency_disclosure", "subpoena", "court_order", "searc
                        "preservation"}
 KEY_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_ -]*?)\s*:\s*(.*)$")
 FORM_FILENAMES = ("request.toml", "request.json")
+FORM_MAX_BYTES = 256 * 1024  # a form is a few hundred bytes: a larger one is not read (nor parsed)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,9 @@ def _find_raw_fields(body: str, attachments: Any) -> tuple[dict[str, Any], str, 
         name = (attachment.filename or "").lower()
         if name not in FORM_FILENAMES:
             continue
+        if attachment.size > FORM_MAX_BYTES:
+            return {}, name, body, [f"{name}: is {attachment.size} bytes, more than a form's "
+                                    f"{FORM_MAX_BYTES} at most"]
         try:
             text = attachment.data.decode("utf-8")
         except UnicodeDecodeError:

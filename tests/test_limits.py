@@ -24,6 +24,7 @@ from gateway.mime import (
     MimeLimits,
     ReceivedAttachment,
     Refusal,
+    SignedContent,
     decoded_size_estimate,
     header_problem,
     mime_tree_problem,
@@ -355,3 +356,20 @@ async def test_hostile_file_names_are_stored_safely_with_the_original_kept(gatew
     assert stored["stored_name"].endswith("-pass_wd_sha256_0000.pdf") and "/" not in stored["stored_name"]
     [ack] = gateway.replies(to=alice.email)
     assert "pass?wd??sha256 0000.pdf (sha256" in ack.text
+
+
+def test_an_oversized_form_file_is_named_and_not_parsed() -> None:
+    """A form is a few hundred bytes; a 300 KB one is refused by its size, before it is read whole
+    (a large attachment lives in a spool file) or handed to the TOML/JSON parser."""
+    from handlers.enrolment_form import read_enrolment_form
+    from handlers.form import FORM_MAX_BYTES, read_request_form
+
+    padding = b"# " + b"x" * 300_000 + b"\ncase_number = \"2026-CR-1\"\n"
+    form = read_request_form("", [ReceivedAttachment("request.toml", "text/plain", padding)],
+                             has_document=False)
+    assert form.problems == [f"request.toml: is {len(padding)} bytes, more than a form's "
+                             f"{FORM_MAX_BYTES} at most"]
+    enrolment = read_enrolment_form(SignedContent(text="", attachments=(
+        ReceivedAttachment("enrolment.toml", "text/plain", padding),)), pdf_count=1)
+    assert f"enrolment.toml: is {len(padding)} bytes, more than a form's {FORM_MAX_BYTES} at most" \
+        in enrolment.problems
