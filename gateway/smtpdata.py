@@ -59,7 +59,8 @@ class SpoolingSMTP(SMTP):
         """Read up to the lone dot; the refusal to answer, or None when the spool holds it all."""
         limit = self.data_size_limit
         num_bytes = 0
-        fragments: list[bytes] = []
+        fragments: list[bytes] = []  # one line's pieces; only kept while nothing is refused
+        at_line_start = True
         refusal: str | None = None
         while self.transport is not None:
             try:
@@ -71,13 +72,15 @@ class SpoolingSMTP(SMTP):
             except asyncio.LimitOverrunError as exc:
                 refusal = refusal or TOO_LONG
                 line = await self._reader.read(exc.consumed)  # drained, not kept
-            if not fragments and line == b".\r\n":
+            if at_line_start and line == b".\r\n":
                 break
             num_bytes += len(line)
             if refusal is None and limit and num_bytes > limit:
                 refusal = TOO_MUCH
-            fragments.append(line)
-            if line.endswith(b"\r\n"):
+            if refusal is None:  # once refused, the rest is drained, never held (a line that
+                fragments.append(line)  # never ends would otherwise grow without bound)
+            at_line_start = line.endswith(b"\r\n")
+            if at_line_start:
                 if refusal is None:
                     whole = fragments[0] if len(fragments) == 1 else b"".join(fragments)
                     if len(whole) > self.line_length_limit:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import tracemalloc
 
 import pytest
 from sqlalchemy import func, select
 
 from gateway.models import Job, Message
-from tests.conftest import GatewayFactory, Harness
+from tests.conftest import GATEWAY_ADDRESS, GatewayFactory, Harness
 from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
 from tests.support.officer_keys import TestKey
 
@@ -90,3 +91,40 @@ async def test_rate_limits_ask_senders_to_retry_later(make_gateway: GatewayFacto
     assert other == [250, 451, 451]
     async with harness.core.db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(Message)) == 4
+
+
+async def test_a_line_that_never_ends_is_drained_not_held(gateway: Harness) -> None:
+    """16 MB without a line break: the sender hears 500 after its final dot, and the server
+    held none of it (aiosmtpd's own DATA phase keeps the pieces of an over-long line)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+
+    async def say(line: bytes) -> bytes:
+        writer.write(line)
+        await writer.drain()
+        while True:
+            reply = await asyncio.wait_for(reader.readline(), 20)
+            if reply[3:4] != b"-":
+                return reply
+
+    tracemalloc.start()
+    try:
+        await asyncio.wait_for(reader.readline(), 20)  # greeting
+        for command in (b"EHLO police.test\r\n", b"MAIL FROM:<x@police.test>\r\n",
+                        f"RCPT TO:<{GATEWAY_ADDRESS}>\r\n".encode()):
+            assert (await say(command))[:1] == b"2"
+        assert (await say(b"DATA\r\n"))[:3] == b"354"
+        tracemalloc.reset_peak()
+        start, _ = tracemalloc.get_traced_memory()
+        piece = b"x" * 65536
+        for _ in range(256):
+            writer.write(piece)
+            await writer.drain()
+        answer = await say(b"\r\n.\r\n")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        writer.close()
+    assert answer.startswith(b"500 Line too long"), answer
+    assert peak - start < 4 * 1024 * 1024, f"{(peak - start) / 1e6:.1f} MB held for a 16 MB line"
+    async with gateway.core.db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 0
