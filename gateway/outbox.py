@@ -288,11 +288,12 @@ class OutboxSender:
             finally:
                 ready.put_nowait(None)  # the end of the pass
         preparing = asyncio.ensure_future(prepare_all())
+        sent: list[Ready] = []
         try:
-            sent = await self._deliver(ready)
+            await self._deliver(ready, sent)
         finally:
             await preparing
-        await self._record_sent(sent)
+            await self._record_sent(sent)  # what the smarthost took, even if the pass broke off
         return len(sent)
 
     async def _prepare(self, row: Outbox) -> Ready | None:
@@ -314,11 +315,10 @@ class OutboxSender:
             return None
         return Ready(row, row.recipient, pgp_mime_encrypted(self.settings, row, armored), encrypted=True)
 
-    async def _deliver(self, ready: asyncio.Queue[Ready | None]) -> list[Ready]:
+    async def _deliver(self, ready: asyncio.Queue[Ready | None], accepted: list[Ready]) -> None:
         """Hand the replies to the smarthost as they become ready, over one connection (a new one
-        after any error), until the end of the pass; returns those it accepted. A reply it
-        refuses, or cannot be reached for, is retried later."""
-        accepted: list[Ready] = []
+        after any error), until the end of the pass; adds those it accepted to `accepted`. A reply
+        it refuses, or cannot be reached for, is retried later."""
         client: aiosmtplib.SMTP | None = None
         try:
             while (batch := await _ready_now(ready)) is not None:
@@ -338,7 +338,6 @@ class OutboxSender:
                     accepted.append(item)
         finally:
             await _closed(client)
-        return accepted
 
     async def _not_suspended(self, batch: list[Ready]) -> list[Ready]:
         """A last look just before the smarthost gets them: a suspension takes effect at once,
