@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 from gateway.vault import ACTIVE_VAULT, Vault
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-READ_ONLY = "lers_read_only"
+READ_ONLY = "lers_read_only"  # execution option of `Database.reading()` sessions
 T = TypeVar("T")
-WRITE_WAIT_SECONDS = 30.0  # = PRAGMA busy_timeout  # execution option of `Database.reading()` sessions
+WRITE_WAIT_SECONDS = 30.0  # = PRAGMA busy_timeout
 
 
 class SchemaError(Exception):
