@@ -404,16 +404,13 @@ async def test_two_thousand_waiting_messages_in_batches(db: Database, dovecot: D
         return await process_batch(uids, backlog)
 
     poller._process_batch = recording  # type: ignore[method-assign]
-    started = time.monotonic()
     assert await poller.poll_once() == total
-    elapsed = time.monotonic() - started
     await poller.close()
     assert batches == [batch] * (total // batch)
     assert await count(db, Message) == total and await count(db, Job) == total
     assert await dovecot.count("INBOX", f"UNKEYWORD {KEYWORD}") == 0
     state = await state_of(db)
     assert state.last_uid == total and state.backlog == 0 and state.messages_ingested == total
-    assert elapsed < 40, f"{total} messages took {elapsed:.1f}s"
 
 
 async def test_the_gateway_reads_the_mailboxes_in_its_config(
