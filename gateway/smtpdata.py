@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 TOO_MUCH = "552 Error: Too much mail data"
+BLOCK = 64 * 1024  # read at most this much at a time (the reader may hold more)
 ADDRESS_MEMO = 4096  # distinct MAIL FROM / RCPT TO arguments remembered (senders repeat them)
 ADDRESS_MEMO_ARG = 1024  # longer arguments are parsed each time, not remembered
 
@@ -97,7 +98,7 @@ class SpoolingSMTP(SMTP):
                 try:
                     block = await reader.readuntil(b".\r\n")
                 except asyncio.LimitOverrunError as exc:  # no ".<CRLF>" within the reader's limit
-                    block, end = await reader.read(exc.consumed), False
+                    block, end = await reader.read(min(exc.consumed, BLOCK)), False
                 else:  # the lone dot: ".<CRLF>" at the start of a line
                     before = len(block) - 3
                     end = ((block[before - 2:before] if before >= 2 else (tail + block[:before])[-2:])
@@ -127,6 +128,7 @@ class SpoolingSMTP(SMTP):
                         if b"\r\n." in lines:  # RFC 5321 4.5.2: a leading dot was doubled by the sender
                             lines = lines.replace(b"\r\n.", b"\r\n")
                         if spool.write(memoryview(lines)[1:] if lines[:1] == b"." else lines):
+                            block = data = lines = b""  # not held while the spool writes
                             await spool.flush()
                 if refusal is None and len(carry) > overrun + 1:  # the reader would overrun on it
                     refusal = TOO_LONG
