@@ -33,9 +33,17 @@ def priority(raw: bytes, known: frozenset[str]) -> int:
     for body in armored_signatures(raw):
         if issuers(body) & known:
             return NORMAL
-    if ENCRYPTED in raw or ATTACHED_KEY.search(raw):  # a key file is usually base64: its type tells
+    if ENCRYPTED in raw or carries_key(raw):  # a key file is usually base64: its type tells
         return UNPROVEN
     return SUSPECT
+
+
+def carries_key(raw: bytes) -> bool:
+    """`ATTACHED_KEY.search(raw)`, as substring searches in a lower-cased copy (bytes patterns
+    ignore only ASCII case, as `bytes.lower` does): the regex, which cannot skip ahead when it
+    ignores case, cost about 0.9 ms on a 64 KiB head, on every mail not signed by a known key."""
+    lowered = raw.lower()
+    return b"-----begin pgp public key block-----" in lowered or b"application/pgp-keys" in lowered
 
 
 def armored_signatures(raw: bytes) -> Iterator[bytes]:

@@ -12,7 +12,17 @@ from sqlalchemy import func, select
 
 from gateway import audit
 from gateway.models import Job, Message
-from gateway.triage import ARMORED_SIGNATURE, NORMAL, SUSPECT, UNPROVEN, armored_signatures, issuers, priority
+from gateway.triage import (
+    ARMORED_SIGNATURE,
+    ATTACHED_KEY,
+    NORMAL,
+    SUSPECT,
+    UNPROVEN,
+    armored_signatures,
+    carries_key,
+    issuers,
+    priority,
+)
 from tests.support.mail_factory import Attachment, request_body, signed_request_mail, unsigned_mail
 from tests.support.officer_keys import OfficerKeyring, TestKey
 
@@ -80,3 +90,15 @@ async def test_many_senders_share_commits_and_each_is_stored_once(gateway, alice
 def test_armored_signatures_are_those_the_regex_finds(raw: bytes) -> None:
     """Triage's substring search finds the same signature bodies as the regex it replaced."""
     assert list(armored_signatures(raw)) == [m.group(1) for m in ARMORED_SIGNATURE.finditer(raw)]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(raw=st.lists(st.sampled_from([b"-----BEGIN PGP PUBLIC KEY BLOCK-----",
+                                     b"-----begin pgp Public KEY block-----", b"application/pgp-keys",
+                                     b"APPLICATION/PGP-KEYS", b"Application/Pgp-Key",
+                                     b"s", b"\xc5\xbf", b"\xe2\x84\xaa", b"\xff", b"-", b"x"]),
+                    max_size=8).map(b"".join))
+@example(raw=b"application/pgp-\xe2\x84\xaaeys")  # KELVIN SIGN: not a K for bytes patterns
+def test_an_attached_key_is_found_as_the_regex_finds_it(raw: bytes) -> None:
+    """Triage's lower-cased substring search answers as the case-insensitive regex it replaced."""
+    assert carries_key(raw) == (ATTACHED_KEY.search(raw) is not None)
