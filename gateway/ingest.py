@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -265,7 +266,7 @@ def _finish(conn: Connection, batch: list[_Pending], ids: dict[str, int],
     new = _new(batch, ids)
     if new:
         now = utcnow()
-        conn.execute(insert(JOBS), [
+        conn.execute(_insert_jobs(), [
             {"kind": "inbound", "message_id": ids[item.digest], "priority": item.priority,
              "payload": turn_payload(item.size) or {}, "run_after": now, "created_at": now}
             for item in new])
@@ -300,12 +301,18 @@ MESSAGES = cast(Table, Message.__table__)
 JOBS = cast(Table, Job.__table__)
 
 
+@functools.cache  # one per dialect: built once, its cache key computed once (every batch did both)
 def _insert_new(dialect: str) -> Insert:
     """INSERT of new inbound messages that skips a digest already stored, returning (sha256, id)
     of the rows it inserted."""
     make = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return make(MESSAGES).on_conflict_do_nothing(index_elements=["direction", "sha256"]).returning(
         MESSAGES.c.sha256, MESSAGES.c.id)
+
+
+@functools.cache
+def _insert_jobs() -> Insert:
+    return insert(JOBS)
 
 
 def _message_row(item: _Pending) -> dict[str, Any]:

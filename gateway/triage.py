@@ -15,12 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterator
 
 NORMAL = 0  # Job.priority (lowest first) of mail whose signature names a key in the keyring
 UNPROVEN = 1  # encrypted, or carrying a key: only decryption or the attached key can tell
 SUSPECT = 2  # nothing verifiable by a key we hold: unsigned, malformed, a stranger's signature
 ARMORED_SIGNATURE = re.compile(rb"-----BEGIN PGP SIGNATURE-----\r?\n(.*?)-----END PGP SIGNATURE-----",
                                re.DOTALL)
+BEGIN_SIGNATURE, END_SIGNATURE = b"-----BEGIN PGP SIGNATURE-----", b"-----END PGP SIGNATURE-----"
 ENCRYPTED = b"-----BEGIN PGP MESSAGE-----"  # whose signer only decryption can tell
 ATTACHED_KEY = re.compile(rb"-----BEGIN PGP PUBLIC KEY BLOCK-----|application/pgp-keys", re.IGNORECASE)
 
@@ -28,12 +30,41 @@ ATTACHED_KEY = re.compile(rb"-----BEGIN PGP PUBLIC KEY BLOCK-----|application/pg
 def priority(raw: bytes, known: frozenset[str]) -> int:
     """NORMAL if a signature's issuer (key id or fingerprint, upper-case hex) is in `known`;
     else UNPROVEN if the mail is encrypted or carries a key; SUSPECT otherwise."""
-    for block in ARMORED_SIGNATURE.finditer(raw):
-        if issuers(block.group(1)) & known:
+    for body in armored_signatures(raw):
+        if issuers(body) & known:
             return NORMAL
-    if ENCRYPTED in raw or ATTACHED_KEY.search(raw):  # a key file is usually base64: its type tells
+    if ENCRYPTED in raw or carries_key(raw):  # a key file is usually base64: its type tells
         return UNPROVEN
     return SUSPECT
+
+
+def carries_key(raw: bytes) -> bool:
+    """`ATTACHED_KEY.search(raw)`, as substring searches in a lower-cased copy (bytes patterns
+    ignore only ASCII case, as `bytes.lower` does): the regex, which cannot skip ahead when it
+    ignores case, cost about 0.9 ms on a 64 KiB head, on every mail not signed by a known key."""
+    lowered = raw.lower()
+    return b"-----begin pgp public key block-----" in lowered or b"application/pgp-keys" in lowered
+
+
+def armored_signatures(raw: bytes) -> Iterator[bytes]:
+    """The bodies `ARMORED_SIGNATURE.finditer` finds, in the same order, with substring searches
+    (the regex cost a third of triage): a BEGIN line and the first END after it; a BEGIN not
+    followed by a line end is skipped, and the search goes on one byte after it, as the regex's."""
+    at = 0
+    while (begin := raw.find(BEGIN_SIGNATURE, at)) >= 0:
+        start = begin + len(BEGIN_SIGNATURE)
+        if raw[start:start + 1] == b"\n":
+            start += 1
+        elif raw[start:start + 2] == b"\r\n":
+            start += 2
+        else:
+            at = begin + 1
+            continue
+        end = raw.find(END_SIGNATURE, start)
+        if end < 0:
+            return  # no END after this BEGIN, so none after a later one either
+        yield raw[start:end]
+        at = end + len(END_SIGNATURE)
 
 
 def issuers(armored_body: bytes) -> set[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.msgid import header_message_id, parsed_message_id
+from gateway.msgid import BLANK, header_end, header_message_id, parsed_message_id
 from tests.support.mail_strategies import (
     apply_mutations,
     mutation_ops,
@@ -63,3 +63,11 @@ def test_generated_headers_read_as_the_parser_reads_them(headers: bytes, mutatio
 @given(raw=unsigned_mails())
 def test_generated_mails_read_as_the_parser_reads_them(raw: bytes) -> None:
     assert header_message_id(raw) == parsed_message_id(raw)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(head=st.lists(st.sampled_from([b"\r", b"\n", b"a", b":", b"\r\n"]), max_size=30).map(b"".join))
+def test_the_end_of_the_header_block_is_where_the_regex_finds_it(head: bytes) -> None:
+    blank = BLANK.search(head)
+    expected = -1 if blank is None else blank.start() + (2 if head[blank.start()] == 13 else 1)
+    assert header_end(head) == expected

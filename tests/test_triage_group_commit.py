@@ -6,11 +6,23 @@ from __future__ import annotations
 
 import asyncio
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from gateway import audit
 from gateway.models import Job, Message
-from gateway.triage import NORMAL, SUSPECT, UNPROVEN, issuers, priority
+from gateway.triage import (
+    ARMORED_SIGNATURE,
+    ATTACHED_KEY,
+    NORMAL,
+    SUSPECT,
+    UNPROVEN,
+    armored_signatures,
+    carries_key,
+    issuers,
+    priority,
+)
 from tests.support.mail_factory import Attachment, request_body, signed_request_mail, unsigned_mail
 from tests.support.officer_keys import OfficerKeyring, TestKey
 
@@ -66,3 +78,27 @@ async def test_many_senders_share_commits_and_each_is_stored_once(gateway, alice
     assert jobs[forged_id] == SUSPECT
     assert sorted(p for m, p in jobs.items() if m != forged_id) == [NORMAL] * 12
     assert report.ok, report
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(raw=st.lists(st.sampled_from([b"-----BEGIN PGP SIGNATURE-----", b"-----END PGP SIGNATURE-----", b"\r",
+                                     b"\n", b"\r\n", b"x", b"-----", b"BEGIN PGP SIGNATURE-----"]),
+                    max_size=14).map(b"".join))
+@example(raw=b"-----BEGIN PGP SIGNATURE-----BEGIN PGP SIGNATURE-----\nA-----END PGP SIGNATURE-----")
+@example(raw=b"-----BEGIN PGP SIGNATURE-----\nA-----END PGP SIGNATURE-----BEGIN PGP SIGNATURE-----\r\nB"
+             b"-----END PGP SIGNATURE-----")  # markers that share their dashes
+def test_armored_signatures_are_those_the_regex_finds(raw: bytes) -> None:
+    """Triage's substring search finds the same signature bodies as the regex it replaced."""
+    assert list(armored_signatures(raw)) == [m.group(1) for m in ARMORED_SIGNATURE.finditer(raw)]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(raw=st.lists(st.sampled_from([b"-----BEGIN PGP PUBLIC KEY BLOCK-----",
+                                     b"-----begin pgp Public KEY block-----", b"application/pgp-keys",
+                                     b"APPLICATION/PGP-KEYS", b"Application/Pgp-Key",
+                                     b"s", b"\xc5\xbf", b"\xe2\x84\xaa", b"\xff", b"-", b"x"]),
+                    max_size=8).map(b"".join))
+@example(raw=b"application/pgp-\xe2\x84\xaaeys")  # KELVIN SIGN: not a K for bytes patterns
+def test_an_attached_key_is_found_as_the_regex_finds_it(raw: bytes) -> None:
+    """Triage's lower-cased substring search answers as the case-insensitive regex it replaced."""
+    assert carries_key(raw) == (ATTACHED_KEY.search(raw) is not None)
