@@ -128,6 +128,16 @@ class Database:
         async with self._write_turn():
             return await asyncio.get_running_loop().run_in_executor(self._write_thread, run)
 
+    async def write_sync(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one write transaction, the same code on every backend: on a SQLite file one
+        trip to the writer thread (`write_in_thread`), elsewhere a `transaction()` whose statements
+        run through the async driver (`run_sync`). For hot paths written as Core statements."""
+        if self.threaded_writes:
+            return await self.write_in_thread(work)
+        async with self.transaction() as session:
+            conn = await session.connection()
+            return await conn.run_sync(work)
+
     @asynccontextmanager
     async def _write_turn(self) -> AsyncIterator[None]:
         """SQLite: this process's writers queue on an asyncio lock (first come, first served)
@@ -183,10 +193,24 @@ def _no_nul_in_text(session: Session, _context: Any, _instances: Any) -> None:
             if attribute.key not in keys:
                 continue
             value = state.dict.get(attribute.key)
-            if isinstance(value, str) and "\x00" in value:
-                setattr(obj, attribute.key, value.replace("\x00", "\ufffd"))
-            elif isinstance(value, dict | list) and "\\u0000" in json.dumps(value):
-                setattr(obj, attribute.key, json.loads(json.dumps(value).replace("\\u0000", "\\ufffd")))
+            cleaned = no_nul(value)
+            if cleaned is not value:
+                setattr(obj, attribute.key, cleaned)
+
+
+def no_nul(value: T) -> T:
+    """`value` as `_no_nul_in_text` would store it: NUL in text, or in the text of a JSON value,
+    becomes U+FFFD; anything else (bytes, numbers, dates) is returned as it is."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")  # type: ignore[return-value]
+    if isinstance(value, dict | list) and "\\u0000" in json.dumps(value):
+        return json.loads(json.dumps(value).replace("\\u0000", "\\ufffd"))  # type: ignore[no-any-return]
+    return value
+
+
+def no_nul_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for a Core INSERT or UPDATE, NUL replaced as an ORM flush replaces it."""
+    return {key: no_nul(value) for key, value in row.items()}
 
 
 def _configure_sqlite(engine: Engine) -> None:
