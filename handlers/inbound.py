@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
@@ -132,6 +132,8 @@ class StoredInbound:
 
 COLUMNS = (Message.id, Message.raw, Message.chunks, Message.received_at, Message.transport, Message.state,
            Message.header_message_id)
+PRELOAD = select(*COLUMNS).where(Message.id.in_(bindparam("ids", expanding=True)),
+                                 Message.size <= PRELOAD_MAX_BYTES, Message.chunks == 0)
 
 
 class InboundPreload:
@@ -141,12 +143,10 @@ class InboundPreload:
     def __init__(self) -> None:
         self._messages: dict[int, StoredInbound] = {}
 
-    async def __call__(self, session: AsyncSession, jobs: list[Job]) -> None:
+    def __call__(self, conn: Connection, jobs: list[Job]) -> None:
         ids = [job.message_id for job in jobs if job.kind == "inbound" and job.message_id is not None]
         if ids:
-            rows = await session.execute(select(*COLUMNS).where(
-                Message.id.in_(ids), Message.size <= PRELOAD_MAX_BYTES, Message.chunks == 0))
-            for row in rows:
+            for row in conn.execute(PRELOAD, {"ids": ids}):
                 self._messages[row.id] = StoredInbound(row.raw, row.received_at, row.transport, row.state,
                                                        row.header_message_id)
 
