@@ -11,12 +11,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Integer, Select, Table, bindparam, or_, select, update
+from sqlalchemy import Connection, Integer, Select, Table, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
 from gateway.clock import utcnow
-from gateway.db import Database, no_nul
+from gateway.db import Database, no_nul, no_nul_row
 from gateway.models import Job
 
 
@@ -40,6 +40,18 @@ CLOSE = (update(JOBS).where(JOBS.c.id == bindparam("job_id"))
 SHUNT = (update(JOBS).where(JOBS.c.id == bindparam("job_id"))
          .values(state="shunted", last_error=bindparam("b_error"), lease_until=None))
 _CANDIDATES: dict[tuple[tuple[str, ...], bool], Select[Any]] = {}
+
+
+INSERT_JOB = insert(JOBS)
+
+
+def enqueue_in(conn: Connection, kind: str, *, message_id: int | None = None,
+               payload: dict[str, Any] | None = None, priority: int = 0) -> None:
+    """`enqueue` as one Core INSERT on a synchronous connection in the caller's transaction
+    (the same row; NUL in the payload's text replaced as an ORM flush replaces it)."""
+    now = utcnow()
+    conn.execute(INSERT_JOB, no_nul_row({"kind": kind, "message_id": message_id, "payload": payload or {},
+                                         "run_after": now, "priority": priority, "created_at": now}))
 
 
 async def claim_batch(db: Database, lease_seconds: float, max_attempts: int, kinds: tuple[str, ...],

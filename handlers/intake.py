@@ -26,7 +26,7 @@ from gateway.spool import CHUNK
 from gateway.texts import render
 from handlers.chain import Evaluation
 from handlers.form import NO_FORM, RequestForm
-from handlers.notify import notify_reviewers
+from handlers.notify import notify_reviewers, notify_reviewers_in
 from handlers.refs import allocate_ref, allocate_ref_in
 from handlers.reputation import HISTORY, history_params, reputation_lines, reputation_text
 from handlers.threading import reply_threading
@@ -119,18 +119,17 @@ def record_new_request(conn: Connection, settings: Settings, message: Message, o
     audit.append(conn, [(f"officer:{officer.key_fingerprint}", "request.created", ref, {
         "status": request.status, "type": request.type, "message_id": message.id, "missing": form.missing,
         "documents": [{"name": d.stored_name, "sha256": d.sha256} for d in documents]})])
-    session = AsyncSession()  # collects what helpers typed for a session add, flushed on `conn`
+    session = AsyncSession()  # collects what `queue_reply` adds (typed for a session), flushed on `conn`
     session.sync_session.bind = conn
     try:
         queue_status_reply(session, settings, request, message, officer, documents, in_reply_to,
                            references)
-        history = [(kind, key, n) for kind, key, n in conn.execute(HISTORY, history_params(officer,
-                                                                                             request_id))]
-        notify_reviewers(session, new_request_notice(request, officer, reputation_text(officer, history)),
-                         ref=ref, emergency=request.emergency)
         session.sync_session.flush()
     finally:
         session.sync_session.close()
+    history = [(kind, key, n) for kind, key, n in conn.execute(HISTORY, history_params(officer, request_id))]
+    notify_reviewers_in(conn, new_request_notice(request, officer, reputation_text(officer, history)),
+                        ref=ref, emergency=request.emergency)
     conn.execute(JOB_DONE, {"job_id": job_id, "finished_at": utcnow()})
     return ref
 
