@@ -102,7 +102,8 @@ def record_new_request(conn: Connection, settings: Settings, message: Message, o
     values["thread_references"] = references
     values["created_at"] = utcnow()
     values["deadline"] = deadline_for(values["type"], values["emergency"], values["created_at"], settings)
-    request_id = conn.execute(INSERT_REQUEST, no_nul_row(values)).scalar_one()
+    values = no_nul_row(values)  # as stored, and as the reply and the notice show it
+    request_id = conn.execute(INSERT_REQUEST, values).scalar_one()
     if form.subjects:
         conn.execute(INSERT_SUBJECTS, [no_nul_row({"request_id": request_id, "type": subject.type,
                                                    "value": subject.value}) for subject in form.subjects])
