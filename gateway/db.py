@@ -57,6 +57,7 @@ class Database:
         self.vault: Vault | None = None  # set by open_core once gpg has unwrapped the data keys
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._threaded: Engine | None = None  # SQLite: for `write_in_thread`, made on first use
+        self._threaded_reader: Engine | None = None  # the same, with deferred BEGIN (`read_sync`)
         # its own thread: a commit never waits in the shared pool behind sealing or gpg's callers
         self._write_thread: ThreadPoolExecutor | None = None
         self._read_threads: ThreadPoolExecutor | None = None  # `read_sync`'s, apart from the writer's
@@ -143,7 +144,9 @@ class Database:
             async with self.reading() as session:
                 conn = await session.connection()
                 return await conn.run_sync(work)
-        engine, vault = self._threaded_engine().execution_options(**{READ_ONLY: True}), self.vault
+        if self._threaded_reader is None:
+            self._threaded_reader = self._threaded_engine().execution_options(**{READ_ONLY: True})
+        engine, vault = self._threaded_reader, self.vault
 
         def run() -> T:
             token = ACTIVE_VAULT.set(vault)

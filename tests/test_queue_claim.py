@@ -1,16 +1,18 @@
 """The job claim (gateway/queue.py) against a real database: which jobs it takes and in what
 order, the lease it sets, the jobs it shunts or closes instead of running, and what its preload
 sees. On SQLite the claim runs whole in the writer thread; on PostgreSQL (the suite's PostgreSQL
-half) through the async driver, with SKIP LOCKED."""
+half) through the async driver, with SKIP LOCKED. Also `Database.read_sync`, which the inbound
+job's identity look-ups use."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from gateway import audit, queue
 from gateway.clock import utcnow
@@ -100,3 +102,28 @@ async def test_claim_shunts_a_job_that_never_finished_and_closes_jobs_with_nothi
         assert (entry.action, entry.subject) == ("job.shunted", f"job:{dead}")
         assert entry.details == {"kind": "inbound", "error": "never finished", "attempts": 5}
         assert (await audit.verify_chain(session)).ok
+
+
+async def test_read_sync_neither_waits_for_the_writer_nor_sees_its_uncommitted_work(db: Database) -> None:
+    """Rule 3's look-ups run in `read_sync`: with a write transaction open (and the SQLite write
+    lock held), they answer at once, from the last commit."""
+    job_id = await _add(db)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with db.transaction() as session:
+            await session.execute(update(Job).where(Job.id == job_id).values(state="running"))
+            started.set()
+            await release.wait()
+
+    task = asyncio.create_task(writer())
+    await started.wait()
+    try:
+        state = await asyncio.wait_for(db.read_sync(
+            lambda conn: conn.scalar(select(Job.state).where(Job.id == job_id))), 5)
+    finally:
+        release.set()
+        await task
+    assert state == "queued"
+    committed = await db.read_sync(lambda conn: conn.scalar(select(Job.state).where(Job.id == job_id)))
+    assert committed == "running"
