@@ -61,14 +61,21 @@ async def record_many(session: AsyncSession,
     await session.run_sync(lambda sync: append(sync.connection(), entries))
 
 
+AUDIT = cast(Table, AuditEntry.__table__)
+# built once: executing them costs no statement construction nor cache-key generation
+LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+LAST_HASH = select(AUDIT.c.hash).order_by(AUDIT.c.id.desc()).limit(1)
+INSERT = insert(AUDIT)
+
+
 def append(conn: Connection, entries: list[tuple[str, str, str | None, dict[str, Any]]]) -> None:
     """`record_many`'s statements on a connection inside the caller's transaction (synchronous:
     SMTP ingress runs its whole SQLite transaction in a thread, gateway/ingest.py)."""
     if conn.dialect.name == "postgresql":
         # one appender at a time, or two could link to the same previous entry (SQLite's
         # BEGIN IMMEDIATE already serialises writers); the lock ends with the transaction
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
-    last = conn.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
+        conn.execute(LOCK, {"key": AUDIT_LOCK})
+    last = conn.scalar(LAST_HASH)
     prev = last or GENESIS
     made: list[dict[str, Any]] = []
     for actor, action, subject, details in entries:
@@ -83,7 +90,7 @@ def append(conn: Connection, entries: list[tuple[str, str, str | None, dict[str,
         prev = digest_
     # in list order, so ids follow the chain (one executemany, no RETURNING: nobody needs the ids;
     # into the table, not the ORM's bulk insert, which costs more and adds nothing here)
-    conn.execute(insert(cast(Table, AuditEntry.__table__)), made)
+    conn.execute(INSERT, made)
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,10 @@ class Database:
         self.vault: Vault | None = None  # set by open_core once gpg has unwrapped the data keys
         self._writer: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._threaded: Engine | None = None  # SQLite: for `write_in_thread`, made on first use
+        self._threaded_reader: Engine | None = None  # the same, with deferred BEGIN (`read_sync`)
         # its own thread: a commit never waits in the shared pool behind sealing or gpg's callers
         self._write_thread: ThreadPoolExecutor | None = None
+        self._read_threads: ThreadPoolExecutor | None = None  # `read_sync`'s, apart from the writer's
         # a second engine reaches the same database only through a file
         self.threaded_writes = self.is_sqlite and make_url(url).database not in (None, "", ":memory:")
 
@@ -109,11 +111,7 @@ class Database:
         round trips, not the work, were most of what the senders waited for."""
         if not self.threaded_writes:
             raise RuntimeError("write_in_thread is for a SQLite file; use transaction()")
-        if self._threaded is None:
-            self._threaded = create_engine(self.url.replace("+aiosqlite", "+pysqlite", 1),
-                                           connect_args={"check_same_thread": False})
-            _configure_sqlite(self._threaded)
-        engine, vault = self._threaded, self.vault
+        engine, vault = self._threaded_engine(), self.vault
 
         def run() -> T:
             token = ACTIVE_VAULT.set(vault)
@@ -127,6 +125,50 @@ class Database:
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         async with self._write_turn():
             return await asyncio.get_running_loop().run_in_executor(self._write_thread, run)
+
+    def _threaded_engine(self) -> Engine:
+        """The synchronous engine on the same SQLite file, made on first use."""
+        if self._threaded is None:
+            self._threaded = create_engine(self.url.replace("+aiosqlite", "+pysqlite", 1),
+                                           connect_args={"check_same_thread": False})
+            _configure_sqlite(self._threaded)
+        return self._threaded
+
+    async def read_sync(self, work: Callable[[Connection], T]) -> T:
+        """`work`'s look-ups in one read transaction, like `reading()`: on a SQLite file, one trip
+        to a reader thread (a deferred BEGIN: neither waits for the writer nor makes it wait, and
+        no turn in the writer's thread), elsewhere through the async driver (`run_sync`). An
+        awaited statement on aiosqlite costs several hand-overs to its thread and back; a
+        reading session's BEGIN, look-ups and COMMIT here cost one."""
+        if not self.threaded_writes:
+            async with self.reading() as session:
+                conn = await session.connection()
+                return await conn.run_sync(work)
+        if self._threaded_reader is None:
+            self._threaded_reader = self._threaded_engine().execution_options(**{READ_ONLY: True})
+        engine, vault = self._threaded_reader, self.vault
+
+        def run() -> T:
+            token = ACTIVE_VAULT.set(vault)
+            try:
+                with engine.begin() as conn:
+                    return work(conn)
+            finally:
+                ACTIVE_VAULT.reset(token)
+
+        if self._read_threads is None:
+            self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="sqlite-reader")
+        return await asyncio.get_running_loop().run_in_executor(self._read_threads, run)
+
+    async def write_sync(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one write transaction, the same code on every backend: on a SQLite file one
+        trip to the writer thread (`write_in_thread`), elsewhere a `transaction()` whose statements
+        run through the async driver (`run_sync`). For hot paths written as Core statements."""
+        if self.threaded_writes:
+            return await self.write_in_thread(work)
+        async with self.transaction() as session:
+            conn = await session.connection()
+            return await conn.run_sync(work)
 
     @asynccontextmanager
     async def _write_turn(self) -> AsyncIterator[None]:
@@ -166,6 +208,9 @@ class Database:
         if self._write_thread is not None:
             writer, self._write_thread = self._write_thread, None
             await asyncio.to_thread(writer.shutdown)  # a write under way finishes first
+        if self._read_threads is not None:
+            readers, self._read_threads = self._read_threads, None
+            await asyncio.to_thread(readers.shutdown)
         if self._threaded is not None:
             await asyncio.to_thread(self._threaded.dispose)
 
@@ -183,10 +228,24 @@ def _no_nul_in_text(session: Session, _context: Any, _instances: Any) -> None:
             if attribute.key not in keys:
                 continue
             value = state.dict.get(attribute.key)
-            if isinstance(value, str) and "\x00" in value:
-                setattr(obj, attribute.key, value.replace("\x00", "\ufffd"))
-            elif isinstance(value, dict | list) and "\\u0000" in json.dumps(value):
-                setattr(obj, attribute.key, json.loads(json.dumps(value).replace("\\u0000", "\\ufffd")))
+            cleaned = no_nul(value)
+            if cleaned is not value:
+                setattr(obj, attribute.key, cleaned)
+
+
+def no_nul(value: T) -> T:
+    """`value` as `_no_nul_in_text` would store it: NUL in text, or in the text of a JSON value,
+    becomes U+FFFD; anything else (bytes, numbers, dates) is returned as it is."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")  # type: ignore[return-value]
+    if isinstance(value, dict | list) and "\\u0000" in json.dumps(value):
+        return json.loads(json.dumps(value).replace("\\u0000", "\\ufffd"))  # type: ignore[no-any-return]
+    return value
+
+
+def no_nul_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for a Core INSERT or UPDATE, NUL replaced as an ORM flush replaces it."""
+    return {key: no_nul(value) for key, value in row.items()}
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -7,16 +7,16 @@ A job that keeps failing is shunted: kept with its error for a human, never drop
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, Integer, Select, Table, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
 from gateway.clock import utcnow
-from gateway.db import Database
+from gateway.db import Database, no_nul, no_nul_row
 from gateway.models import Job
 
 
@@ -28,110 +28,108 @@ def enqueue(session: AsyncSession, kind: str, *, message_id: int | None = None,
     return job
 
 
-async def claim(db: Database, lease_seconds: float, max_attempts: int = 5,
-                kinds: tuple[str, ...] | None = None,
-                close_kinds: frozenset[str] = frozenset()) -> Job | None:
-    """Take the oldest runnable job (queued and due, or with an expired lease) of the highest
-    priority (the lowest number: mail that looks signed by a known key before the rest).
-
-    A job already claimed `max_attempts` times that never finished killed its worker each time
-    (e.g. ran it out of memory): it is shunted instead of being run again. Jobs of `close_kinds`
-    have nothing to do here (chat notifications with Telegram off): they are marked done in this
-    transaction and the next job is looked at, instead of a transaction to claim and one to finish.
-    """
-    now = utcnow()
-    async with db.transaction() as session:
-        for _ in range(CLOSE_AT_ONCE):
-            job = await _claim_one(session, db, now, lease_seconds, max_attempts, kinds)
-            if job is None or job.kind not in close_kinds:
-                return job
-            mark_done(session, job)
-        return None
-
-
 CLOSE_AT_ONCE = 50  # jobs of `close_kinds` closed in one claim at most (then the caller claims again)
 # what a worker loads with the jobs it claims, in the claim's transaction (e.g. their messages)
-Preload = Callable[[AsyncSession, list[Job]], Awaitable[None]]
+Preload = Callable[[Connection, list[Job]], None]
+JOBS = cast(Table, Job.__table__)
+# built once (executed with their parameters): no statement construction per claim
+LEASE = (update(JOBS).where(JOBS.c.id == bindparam("job_id"))
+         .values(state="running", attempts=bindparam("b_attempts"), lease_until=bindparam("b_until")))
+CLOSE = (update(JOBS).where(JOBS.c.id == bindparam("job_id"))
+         .values(state="done", finished_at=bindparam("b_finished"), lease_until=None))
+SHUNT = (update(JOBS).where(JOBS.c.id == bindparam("job_id"))
+         .values(state="shunted", last_error=bindparam("b_error"), lease_until=None))
+_CANDIDATES: dict[tuple[tuple[str, ...], bool], Select[Any]] = {}
+
+
+INSERT_JOB = insert(JOBS)
+
+
+def enqueue_in(conn: Connection, kind: str, *, message_id: int | None = None,
+               payload: dict[str, Any] | None = None, priority: int = 0) -> None:
+    """`enqueue` as one Core INSERT on a synchronous connection in the caller's transaction
+    (the same row; NUL in the payload's text replaced as an ORM flush replaces it)."""
+    now = utcnow()
+    conn.execute(INSERT_JOB, no_nul_row({"kind": kind, "message_id": message_id, "payload": payload or {},
+                                         "run_after": now, "priority": priority, "created_at": now}))
 
 
 async def claim_batch(db: Database, lease_seconds: float, max_attempts: int, kinds: tuple[str, ...],
                       close_kinds: frozenset[str], limit: int, preload: Preload | None = None) -> list[Job]:
-    """Up to `limit` jobs, in the order `claim` takes them, claimed in one transaction (one write
-    lock and one commit for several jobs); `preload` runs in that transaction, so a job's handler
-    need not open one of its own just to read its input. Shunts and closes like `claim`."""
+    """Up to `limit` jobs (queued and due, or with an expired lease) of the highest priority (the
+    lowest number: mail that looks signed by a known key before the rest), oldest first, claimed
+    in one transaction (one write lock and one commit for several jobs) with a lease: a worker
+    that dies leaves the lease to run out and the job is claimed again. `preload` runs in that
+    transaction, so a job's handler need not open one of its own just to read its input.
+
+    A job already claimed `max_attempts` times that never finished killed its worker each time
+    (e.g. ran it out of memory): it is shunted instead of being run again. Jobs of `close_kinds`
+    have nothing to do here (chat notifications with Telegram off): they are marked done here,
+    instead of a transaction to claim and one to finish. Core statements on one connection: on
+    SQLite the claim is one trip to the writer thread (`Database.write_sync`). The jobs returned
+    are transient `Job` objects holding the columns as claimed."""
     now = utcnow()
+    return await db.write_sync(lambda conn: _claim(conn, now, lease_seconds, max_attempts, kinds,
+                                                   close_kinds, limit, preload))
+
+
+def _claim(conn: Connection, now: datetime, lease_seconds: float, max_attempts: int,
+           kinds: tuple[str, ...], close_kinds: frozenset[str], limit: int,
+           preload: Preload | None) -> list[Job]:
     claimed: list[Job] = []
     closed = 0
-    async with db.transaction() as session:
-        while len(claimed) < limit and closed < CLOSE_AT_ONCE:
-            wanted = limit - len(claimed)
-            candidates = await _candidates(session, db, now, kinds, wanted)
-            for job in candidates:
-                if job.attempts >= max_attempts:
-                    await _shunt_unfinished(session, job)
-                elif job.kind in close_kinds:
-                    mark_done(session, job)
-                    closed += 1
-                else:
-                    _lease(job, now, lease_seconds)
-                    claimed.append(job)
-            if len(candidates) < wanted:  # no more runnable jobs
-                break
-            await session.flush()  # what was just taken is no candidate for the next round
-        if claimed and preload is not None:
-            await preload(session, claimed)
+    query = _candidates(kinds, conn.dialect.name == "postgresql")
+    until = now + timedelta(seconds=lease_seconds)
+    while len(claimed) < limit and closed < CLOSE_AT_ONCE:
+        wanted = limit - len(claimed)
+        candidates = [Job(**row) for row in conn.execute(query, {"b_now": now, "b_limit": wanted}).mappings()]
+        leases, closes, shunts, entries = [], [], [], []
+        for job in candidates:
+            if job.attempts >= max_attempts:
+                job.state, job.lease_until = "shunted", None
+                never = f" [claimed {job.attempts} times, never finished]"
+                job.last_error = no_nul((job.last_error or "") + never)
+                shunts.append({"job_id": job.id, "b_error": job.last_error})
+                entries.append(("system", "job.shunted", f"job:{job.id}",
+                                {"kind": job.kind, "error": "never finished", "attempts": job.attempts}))
+            elif job.kind in close_kinds:
+                job.state, job.finished_at, job.lease_until = "done", now, None
+                closes.append({"job_id": job.id, "b_finished": now})
+                closed += 1
+            else:
+                job.state, job.attempts, job.lease_until = "running", job.attempts + 1, until
+                leases.append({"job_id": job.id, "b_attempts": job.attempts, "b_until": until})
+                claimed.append(job)
+        for statement, rows in ((SHUNT, shunts), (CLOSE, closes), (LEASE, leases)):
+            if rows:
+                conn.execute(statement, rows)
+        if entries:
+            audit.append(conn, entries)
+        if len(candidates) < wanted:  # no more runnable jobs
+            break
+    if claimed and preload is not None:
+        preload(conn, claimed)
     return claimed
 
 
-async def _candidates(session: AsyncSession, db: Database, now: datetime, kinds: tuple[str, ...] | None,
-                      limit: int) -> list[Job]:
-    """Runnable jobs (queued and due, or with an expired lease), highest priority (the lowest
-    number) and oldest first; on PostgreSQL, rows another process holds are skipped."""
-    query = (
-        select(Job)
-        .where(
-            or_(
-                (Job.state == "queued") & (Job.run_after <= now),
-                (Job.state == "running") & (Job.lease_until < now),
-            )
-        )
-        .order_by(Job.priority, Job.id)
-        .limit(limit)
-    )
-    if kinds is not None:
-        query = query.where(Job.kind.in_(kinds))
-    if not db.is_sqlite:  # SQLite serialises writers with BEGIN IMMEDIATE instead
-        query = query.with_for_update(skip_locked=True)
-    return list(await session.scalars(query))
-
-
-async def _shunt_unfinished(session: AsyncSession, job: Job) -> None:
-    """A job claimed `max_attempts` times that never finished killed its worker each time."""
-    job.state = "shunted"
-    job.last_error = (job.last_error or "") + f" [claimed {job.attempts} times, never finished]"
-    job.lease_until = None
-    await audit.record(session, "system", "job.shunted", f"job:{job.id}", kind=job.kind,
-                       error="never finished", attempts=job.attempts)
-
-
-def _lease(job: Job, now: datetime, lease_seconds: float) -> None:
-    job.state = "running"
-    job.attempts += 1
-    job.lease_until = now + timedelta(seconds=lease_seconds)
-
-
-async def _claim_one(session: AsyncSession, db: Database, now: datetime, lease_seconds: float,
-                     max_attempts: int, kinds: tuple[str, ...] | None) -> Job | None:
-    """One claim (see `claim`), inside the caller's transaction."""
-    candidates = await _candidates(session, db, now, kinds, 1)
-    if not candidates:
-        return None
-    job = candidates[0]
-    if job.attempts >= max_attempts:
-        await _shunt_unfinished(session, job)
-        return None
-    _lease(job, now, lease_seconds)
-    return job
+def _candidates(kinds: tuple[str, ...], skip_locked: bool) -> Select[Any]:
+    """Runnable jobs of `kinds` (queued and due, or with an expired lease), highest priority (the
+    lowest number) and oldest first; on PostgreSQL, rows another process holds are skipped (SQLite
+    serialises writers with BEGIN IMMEDIATE instead). One statement per worker, made once: its
+    kinds are plain comparisons, not an IN list expanded at every execution."""
+    query = _CANDIDATES.get((kinds, skip_locked))
+    if query is None:
+        now = bindparam("b_now", type_=JOBS.c.run_after.type)
+        query = (select(JOBS)
+                 .where(or_((JOBS.c.state == "queued") & (JOBS.c.run_after <= now),
+                            (JOBS.c.state == "running") & (JOBS.c.lease_until < now)),
+                        or_(*(JOBS.c.kind == kind for kind in kinds)))
+                 .order_by(JOBS.c.priority, JOBS.c.id)
+                 .limit(bindparam("b_limit", type_=Integer)))
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        _CANDIDATES[(kinds, skip_locked)] = query
+    return query
 
 
 async def release_all_leases(db: Database) -> int:

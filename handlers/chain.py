@@ -20,10 +20,12 @@ from datetime import datetime, timedelta
 from email import policy
 from email.headerregistry import AddressHeader
 from email.utils import getaddresses
+from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from gateway.clock import utcnow
 from gateway.config import Settings
@@ -267,9 +269,9 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
     result.from_address = from_address
     fingerprint = result.check.signer_fingerprint
     assert fingerprint is not None
-    async with ctx.db.reading() as session:  # one snapshot for both look-ups
-        officer = await session.scalar(select(Officer).where(Officer.key_fingerprint == fingerprint))
-        result.replayed = await _seen_before(session, result.replay_key, message_id)
+    assert result.replay_key is not None
+    officer, result.replayed = await ctx.db.read_sync(partial(
+        _identity_lookup, fingerprint=fingerprint, replay_key=result.replay_key, message_id=message_id))
     if officer is None:
         return await check_new_signer(ctx, result, fingerprint, from_address)
     if officer.status != "active":
@@ -413,6 +415,26 @@ async def check_freshness(ctx: ChainContext, raw: bytes, received_at: datetime, 
         return Refusal("signature_too_old", f"the signature was made {signed_at:%Y-%m-%d %H:%M} "
                        f"UTC, more than {max_age:g} hours before it arrived: sign and send it again")
     return None
+
+
+# rule 3's officer and rule 4b's look-up in one statement, built once (executed with parameters)
+EARLIER = (select(Message.id).where(Message.replay_key == bindparam("replay_key"),
+                                    Message.id != bindparam("message_id"))
+           .limit(1).scalar_subquery())
+IDENTITY = select(Officer, EARLIER).where(Officer.key_fingerprint == bindparam("fingerprint"))
+
+
+def _identity_lookup(conn: Connection, fingerprint: str, replay_key: str,
+                     message_id: int) -> tuple[Officer | None, bool | None]:
+    """(the officer holding the key, detached with their agency; whether another message carries
+    the replay key), from one snapshot. No officer: no row, and the replay look-up is left to
+    rule 4b (None)."""
+    with Session(bind=conn) as session:
+        row = session.execute(IDENTITY, {"fingerprint": fingerprint, "replay_key": replay_key,
+                                         "message_id": message_id}).first()
+    if row is None:
+        return None, None
+    return row[0], row[1] is not None
 
 
 async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
@@ -27,8 +28,8 @@ from gateway.spool import SPOOL_DIR
 from handlers.chain import ChainContext, Evaluation, evaluate
 from handlers.enrolment_form import purpose_of
 from handlers.followup import handle_followup, referenced_request
-from handlers.form import read_request_form
-from handlers.intake import handle_new_request, refuse_content
+from handlers.form import RequestForm, read_request_form
+from handlers.intake import fits_record_new_request, handle_new_request, record_new_request, refuse_content
 from handlers.notify import tell_chat_sender
 from handlers.onboarding import enrol_certified, handle_enrolment, handle_key_rotation, inspect_rotation
 from handlers.refusals import quarantine
@@ -63,6 +64,27 @@ async def route(session: AsyncSession, settings: Settings, message: Message, off
         await handle_followup(session, settings, message, officer, evaluation, form, documents, ref)
     else:
         await handle_new_request(session, settings, message, officer, evaluation, form, documents)
+
+
+def plain_new_request(settings: Settings, evaluation: Evaluation, documents: list[Document],
+                      transport: str) -> RequestForm | None:
+    """The form of an accepted mail from an enrolled officer that `route` would hand to
+    `handle_new_request` and that would be registered as it is (no problems in it), when
+    `record_new_request` can store it; None for everything else (which takes the general path).
+    Decided from the signed content alone, as `route` decides, before the write transaction."""
+    content = evaluation.content
+    if (not evaluation.accepted or evaluation.enrolment or evaluation.officer is None or content is None
+            or evaluation.check is None or transport == "chat"):
+        return None
+    if status_query(content.text) is not None or content_problems(content, settings):
+        return None
+    if purpose_of(content) == "key_rotation":
+        return None
+    form = read_request_form(content.text, content.attachments,
+                             has_document=any(d.is_pdf for d in documents))
+    if referenced_request(form, content) is not None or not form.found or form.problems:
+        return None
+    return form if fits_record_new_request(documents) else None
 
 
 def content_problems(content: SignedContent, settings: Settings) -> list[Refusal]:
@@ -105,9 +127,13 @@ class StoredInbound:
     received_at: datetime
     transport: str
     state: str
+    header_message_id: str | None
 
 
-COLUMNS = (Message.id, Message.raw, Message.chunks, Message.received_at, Message.transport, Message.state)
+COLUMNS = (Message.id, Message.raw, Message.chunks, Message.received_at, Message.transport, Message.state,
+           Message.header_message_id)
+PRELOAD = select(*COLUMNS).where(Message.id.in_(bindparam("ids", expanding=True)),
+                                 Message.size <= PRELOAD_MAX_BYTES, Message.chunks == 0)
 
 
 class InboundPreload:
@@ -117,13 +143,12 @@ class InboundPreload:
     def __init__(self) -> None:
         self._messages: dict[int, StoredInbound] = {}
 
-    async def __call__(self, session: AsyncSession, jobs: list[Job]) -> None:
+    def __call__(self, conn: Connection, jobs: list[Job]) -> None:
         ids = [job.message_id for job in jobs if job.kind == "inbound" and job.message_id is not None]
         if ids:
-            rows = await session.execute(select(*COLUMNS).where(
-                Message.id.in_(ids), Message.size <= PRELOAD_MAX_BYTES, Message.chunks == 0))
-            for row in rows:
-                self._messages[row.id] = StoredInbound(row.raw, row.received_at, row.transport, row.state)
+            for row in conn.execute(PRELOAD, {"ids": ids}):
+                self._messages[row.id] = StoredInbound(row.raw, row.received_at, row.transport, row.state,
+                                                       row.header_message_id)
 
     def take(self, message_id: int | None) -> StoredInbound | None:
         return self._messages.pop(message_id, None) if message_id is not None else None
@@ -136,7 +161,7 @@ async def load_inbound(ctx: ChainContext, message_id: int | None) -> StoredInbou
         if message is None:
             return None
         return StoredInbound(await raw_bytes(session, message), message.received_at, message.transport,
-                             message.state)
+                             message.state, message.header_message_id)
 
 
 async def process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | None = None) -> None:
@@ -156,6 +181,7 @@ async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | 
             await queue.mark_done_by_id(session, job.id)
         return
     raw, received_at, transport = stored.raw, stored.received_at, stored.transport
+    header_message_id = stored.header_message_id
     assert job.message_id is not None
     evaluation = await evaluate(ctx, raw, received_at, job.message_id, transport)
     del raw, stored  # what follows needs only what the signature covers: a large message is not held twice
@@ -168,6 +194,21 @@ async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | 
                                             seconds=ctx.settings.policy.pdf_text_seconds,
                                             max_pages=ctx.settings.policy.pdf_text_max_pages)
         await _inspect_rotation(ctx, evaluation)
+    form = plain_new_request(ctx.settings, evaluation, documents, transport)
+    if form is not None:  # the common case, without the ORM (`record_new_request`)
+        assert evaluation.officer is not None
+        message = Message(id=job.message_id, received_at=received_at, transport=transport,
+                          header_message_id=header_message_id)  # transient: read, never written
+        try:
+            ref = await ctx.db.write_sync(partial(record_new_request, settings=ctx.settings, message=message,
+                                                  officer=evaluation.officer, evaluation=evaluation,
+                                                  form=form, documents=documents, job_id=job.id))
+        except IntegrityError as exc:
+            raise RetryJob("a copy of this signed message was processed at the same time") from exc
+        set_ref(ref)
+        log.info("inbound message accepted", extra={"message_id": job.message_id, "transport": transport,
+                                                     "reason": None})
+        return
     try:
         async with ctx.db.transaction() as session:
             # the bytes were read when the job was claimed: not loaded (nor opened) again

@@ -6,26 +6,29 @@ missing fields is registered as `awaiting_info` and the officer is asked for exa
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, cast
 
+from sqlalchemy import Connection, Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit
 from gateway.chunks import ATTACHMENT, store_chunks
 from gateway.clock import utcnow
 from gateway.config import Settings
+from gateway.db import no_nul_row
 from gateway.documents import Document, display_name
 from gateway.logs import set_ref
 from gateway.mime import Refusal
-from gateway.models import Attachment, Message, Officer, Request, RequestSubject
+from gateway.models import Attachment, Job, Message, Officer, Request, RequestSubject
 from gateway.outbox import queue_reply
 from gateway.spool import CHUNK
 from gateway.texts import render
 from handlers.chain import Evaluation
 from handlers.form import NO_FORM, RequestForm
-from handlers.notify import notify_reviewers
-from handlers.refs import allocate_ref
-from handlers.reputation import reputation_lines
+from handlers.notify import notify_reviewers, notify_reviewers_in
+from handlers.refs import allocate_ref, allocate_ref_in
+from handlers.reputation import HISTORY, history_params, reputation_lines, reputation_text
 from handlers.threading import reply_threading
 
 
@@ -61,6 +64,75 @@ async def handle_new_request(session: AsyncSession, settings: Settings, message:
     notify_reviewers(session, new_request_notice(request, officer, await reputation_lines(
         session, officer, request.id)), ref=ref, emergency=request.emergency)
     return request
+
+
+REQUESTS = cast(Table, Request.__table__)
+# built once: executing them costs no statement construction nor cache-key generation
+INSERT_REQUEST = insert(REQUESTS).returning(REQUESTS.c.id)
+INSERT_SUBJECTS = insert(cast(Table, RequestSubject.__table__))
+INSERT_ATTACHMENTS = insert(cast(Table, Attachment.__table__))
+MESSAGES = cast(Table, Message.__table__)
+ACCEPT_MESSAGE = update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
+JOBS = cast(Table, Job.__table__)
+JOB_DONE = (update(JOBS).where(JOBS.c.id == bindparam("job_id"))
+            .values(state="done", finished_at=bindparam("finished_at"), lease_until=None))
+
+
+def fits_record_new_request(documents: list[Document]) -> bool:
+    """Whether `record_new_request` can store these documents (a large one goes to chunks, which
+    `handle_new_request` writes)."""
+    return all(document.attachment.size <= CHUNK for document in documents)
+
+
+def record_new_request(conn: Connection, settings: Settings, message: Message, officer: Officer,
+                       evaluation: Evaluation, form: RequestForm, documents: list[Document],
+                       job_id: int) -> str:
+    """`handle_new_request` for a form without problems, and the rest of the inbound job's
+    transaction (the message's verdict, the job's end), as Core statements on one synchronous
+    connection: on SQLite the whole transaction is one trip to the writer thread
+    (`Database.write_sync`), and no ORM unit of work runs but the flush of what `queue_reply`
+    and the reviewers' notice add. The same rows, audit entry and replies as `handle_new_request`;
+    `message` and `officer` are read, never written through. Returns the reference."""
+    assert evaluation.content is not None and evaluation.check is not None and form.found
+    assert not form.problems and fits_record_new_request(documents)
+    content = evaluation.content
+    in_reply_to, references = reply_threading(message, content)
+    ref = allocate_ref_in(conn)
+    values = _request_values(ref, form, officer, content.text, in_reply_to)
+    values["thread_references"] = references
+    values["created_at"] = utcnow()
+    values["deadline"] = deadline_for(values["type"], values["emergency"], values["created_at"], settings)
+    values = no_nul_row(values)  # as stored, and as the reply and the notice show it
+    request_id = conn.execute(INSERT_REQUEST, values).scalar_one()
+    if form.subjects:
+        conn.execute(INSERT_SUBJECTS, [no_nul_row({"request_id": request_id, "type": subject.type,
+                                                   "value": subject.value}) for subject in form.subjects])
+    if documents:
+        conn.execute(INSERT_ATTACHMENTS, [no_nul_row(_attachment_values(request_id, message.id, d))
+                                          for d in documents])
+    check = evaluation.check
+    conn.execute(ACCEPT_MESSAGE, no_nul_row({
+        "message_id": message.id, "verification": check.summary(),
+        "signer_fingerprint": check.signer_fingerprint, "signed_at": check.signed_at,
+        "officer_id": officer.id, "replay_key": evaluation.replay_key, "state": "accepted",
+        "request_id": request_id}))
+    request = Request(id=request_id, **values)  # transient: what the reply and the notice read
+    audit.append(conn, [(f"officer:{officer.key_fingerprint}", "request.created", ref, {
+        "status": request.status, "type": request.type, "message_id": message.id, "missing": form.missing,
+        "documents": [{"name": d.stored_name, "sha256": d.sha256} for d in documents]})])
+    session = AsyncSession()  # collects what `queue_reply` adds (typed for a session), flushed on `conn`
+    session.sync_session.bind = conn
+    try:
+        queue_status_reply(session, settings, request, message, officer, documents, in_reply_to,
+                           references)
+        session.sync_session.flush()
+    finally:
+        session.sync_session.close()
+    history = [(kind, key, n) for kind, key, n in conn.execute(HISTORY, history_params(officer, request_id))]
+    notify_reviewers_in(conn, new_request_notice(request, officer, reputation_text(officer, history)),
+                        ref=ref, emergency=request.emergency)
+    conn.execute(JOB_DONE, {"job_id": job_id, "finished_at": utcnow()})
+    return ref
 
 
 def new_request_notice(request: Request, officer: Officer, reputation: list[str]) -> str:
@@ -147,13 +219,35 @@ async def store_documents(session: AsyncSession, request: Request, message: Mess
 def set_deadline(request: Request, settings: Settings) -> None:
     """The response target, once the type is known (DESIGN.md: deadlines per request type)."""
     if request.type and request.deadline is None:
-        hours = settings.deadlines.target_hours(request.type, request.emergency)
-        request.deadline = (request.created_at or utcnow()) + timedelta(hours=hours)
+        request.deadline = deadline_for(request.type, request.emergency, request.created_at, settings)
+
+
+def deadline_for(type_: str | None, emergency: bool, created_at: datetime | None,
+                 settings: Settings) -> datetime | None:
+    """A new request's response target: none while its type is unknown."""
+    if not type_:
+        return None
+    hours = settings.deadlines.target_hours(type_, emergency)
+    return (created_at or utcnow()) + timedelta(hours=hours)
+
+
+def _attachment_values(request_id: int, message_id: int, document: Document) -> dict[str, Any]:
+    """A small document's row (the columns `store_documents` sets)."""
+    received = document.attachment
+    return {"request_id": request_id, "message_id": message_id, "original_filename": received.filename,
+            "stored_name": document.stored_name, "content_type": received.content_type,
+            "sha256": document.sha256, "size": received.size, "data": received.data,
+            "extracted_text": document.text, "extraction_error": document.error}
 
 
 def _new_request(ref: str, form: RequestForm, officer: Officer, text: str,
                  thread_message_id: str | None) -> Request:
-    return Request(
+    return Request(**_request_values(ref, form, officer, text, thread_message_id))
+
+
+def _request_values(ref: str, form: RequestForm, officer: Officer, text: str,
+                    thread_message_id: str | None) -> dict[str, Any]:
+    return dict(
         ref=ref, type=form.type, status="awaiting_info" if form.missing else "received",
         emergency=form.emergency, case_number=form.case_number, legal_basis=form.legal_basis,
         data_categories=form.data_categories, date_from=form.date_from, date_to=form.date_to,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import Connection, Table, bindparam, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +31,28 @@ async def allocate_ref(session: AsyncSession) -> str:
         except IntegrityError:
             pass
         number = await session.scalar(increment)
+    assert number is not None
+    return f"LERS-{year}-{number:06d}"
+
+
+COUNTERS = cast(Table, RefCounter.__table__)
+# built once: executing them costs no statement construction nor cache-key generation
+INCREMENT = (update(COUNTERS).where(COUNTERS.c.year == bindparam("b_year"))
+             .values(last=COUNTERS.c.last + 1).returning(COUNTERS.c.last))
+NEW_YEAR = {name: dialect.insert(COUNTERS).values(year=bindparam("b_year"), last=0)
+            .on_conflict_do_nothing(index_elements=["year"])
+            for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))}
+
+
+def allocate_ref_in(conn: Connection) -> str:
+    """`allocate_ref` on a synchronous connection inside the caller's transaction: the same atomic
+    UPDATE ... RETURNING; the year's first request creates the counter (a racing process's row
+    is left as it is, ON CONFLICT DO NOTHING, instead of a savepoint)."""
+    year = utcnow().year
+    number = conn.execute(INCREMENT, {"b_year": year}).scalar()
+    if number is None:
+        conn.execute(NEW_YEAR[conn.dialect.name], {"b_year": year})
+        number = conn.execute(INCREMENT, {"b_year": year}).scalar()
     assert number is not None
     return f"LERS-{year}-{number:06d}"
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import func, literal, select, union_all
+from sqlalchemy import bindparam, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
@@ -18,21 +19,35 @@ ENROLLED_VIA = {"operator": "by an operator", "enrolment": "by reviewers after a
                 "agency": "by its agency's key certification"}
 
 
+# counted in SQL, all three in one statement: an officer with thousands of requests costs one row
+# per status, not one per request. Built once (executed with its parameters): no construction
+# nor cache-key generation per request.
+HISTORY = union_all(
+    select(literal("officer"), Request.status, func.count())
+    .where(Request.officer_id == bindparam("officer_id"), Request.id != bindparam("request_id"))
+    .group_by(Request.status),
+    select(literal("agency"), literal(""), func.count()).select_from(Request)
+    .where(Request.agency_id == bindparam("agency_id"), Request.id != bindparam("request_id")),
+    select(literal("refused"), Message.reason, func.count())
+    .where(Message.direction == "inbound", Message.claimed_from == bindparam("email"),
+           Message.state == "quarantined", Message.received_at >= bindparam("since"))
+    .group_by(Message.reason))
+
+
+def history_params(officer: Officer, request_id: int | None) -> dict[str, Any]:
+    """`HISTORY`'s parameters; `request_id` is the one being shown (not counted as earlier)."""
+    return {"officer_id": officer.id, "agency_id": officer.agency_id, "request_id": request_id or 0,
+            "email": officer.email, "since": utcnow() - timedelta(days=SPOOF_WINDOW_DAYS)}
+
+
 async def reputation_lines(session: AsyncSession, officer: Officer, request_id: int | None) -> list[str]:
     """Short lines for /show and the new-request notice; `request_id` is the one being shown."""
-    # counted in SQL, all three in one statement: an officer with thousands of requests costs one
-    # row per status, not one per request
-    other = Request.id != (request_id or 0)
-    since = utcnow() - timedelta(days=SPOOF_WINDOW_DAYS)
-    rows = (await session.execute(union_all(
-        select(literal("officer"), Request.status, func.count())
-        .where(Request.officer_id == officer.id, other).group_by(Request.status),
-        select(literal("agency"), literal(""), func.count()).select_from(Request)
-        .where(Request.agency_id == officer.agency_id, other),
-        select(literal("refused"), Message.reason, func.count())
-        .where(Message.direction == "inbound", Message.claimed_from == officer.email,
-               Message.state == "quarantined", Message.received_at >= since)
-        .group_by(Message.reason)))).all()
+    rows = (await session.execute(HISTORY, history_params(officer, request_id))).all()
+    return reputation_text(officer, [tuple(row) for row in rows])
+
+
+def reputation_text(officer: Officer, rows: list[tuple[str, str, int]]) -> list[str]:
+    """The lines, from `HISTORY`'s rows (kind, key, count)."""
     earlier = {key: n for kind, key, n in rows if kind == "officer"}
     agency_count = sum(n for kind, _key, n in rows if kind == "agency")
     refused = {key: n for kind, key, n in rows if kind == "refused"}

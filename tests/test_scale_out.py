@@ -34,7 +34,7 @@ from gateway.outbox import queue_reply
 from gateway.records import list_requests
 from gateway.spool import CHUNK
 from handlers.enrolment import add_agency, add_officer
-from handlers.refs import allocate_ref
+from handlers.refs import allocate_ref, allocate_ref_in
 from tests.conftest import BACKEND, GatewayRunner, SinkHandler, short_tempdir
 from tests.support.mail_factory import Attachment, request_body, signed_request_mail, unsigned_mail
 from tests.support.officer_keys import OfficerKeyring, TestKey
@@ -203,6 +203,32 @@ async def test_concurrent_reference_allocation_is_gap_free(database_urls: Callab
 
     refs = await asyncio.gather(*(one() for _ in range(200)))
     await db.dispose()
+    numbers = sorted(int(r.rsplit("-", 1)[1]) for r in refs)
+    assert numbers == list(range(1, 201))
+
+
+async def test_reference_allocation_is_gap_free_across_processes_and_both_code_paths(
+        database_urls: Callable[[], str | None]) -> None:
+    """The inbound fast path allocates on a synchronous connection (`allocate_ref_in`, the year's
+    counter made with ON CONFLICT DO NOTHING), other handlers in an AsyncSession: two "processes"
+    (two engines) allocating both ways at once, from a year without a counter yet, get every
+    number once and leave no gap."""
+    url = database_urls()
+    assert url is not None
+    first, second = Database(url), Database(url)
+    await first.upgrade()
+
+    async def in_session(db: Database) -> str:
+        async with db.transaction() as session:
+            return await allocate_ref(session)
+
+    async def on_connection(db: Database) -> str:
+        return await db.write_sync(allocate_ref_in)
+
+    calls = [make(db) for _ in range(50) for db in (first, second) for make in (in_session, on_connection)]
+    refs = await asyncio.gather(*calls)
+    await first.dispose()
+    await second.dispose()
     numbers = sorted(int(r.rsplit("-", 1)[1]) for r in refs)
     assert numbers == list(range(1, 201))
 
