@@ -45,22 +45,24 @@ def current_ref() -> str | None:
     return cell[0] if cell is not None else None
 
 
+# each secret, and each form it takes inside a JSON string when that differs (made once, not
+# for every line)
 _secrets: set[str] = set()
 
 
 def never_log(*secrets: str) -> None:
     """Secrets of this process (tokens, passwords): every log line is cleaned of them, whatever
     logged it (a library may log a URL with the Telegram token in its path)."""
-    _secrets.update(s for s in secrets if len(s) >= 4)
+    for secret in secrets:
+        if len(secret) >= 4:
+            _secrets.add(secret)
+            _secrets.add(json.dumps(secret, ensure_ascii=False)[1:-1])
 
 
 def redact(line: str) -> str:
     for secret in _secrets:
         if secret in line:
             line = line.replace(secret, "[redacted]")
-        escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
-        if escaped != secret and escaped in line:
-            line = line.replace(escaped, "[redacted]")
     return line
 
 
@@ -90,6 +92,10 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # the JSON line carries none of these, so they are not worked out for every record (the
+    # logging HOWTO's "Optimization" section): the caller's file and line, thread, process names
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     for noisy in ("aiosqlite", "sqlalchemy", "mail.log", "asyncio", "alembic", "httpx", "aioimaplib",
                   "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -34,3 +34,21 @@ async def test_each_request_s_log_lines_carry_its_reference(gateway: Harness, al
     # lines with no request behind them name none (and never a stale one)
     assert all("ref" not in e for e in logged if e["msg"] in ("message stored", "gateway started"))
     assert set(e["ref"] for e in logged if "ref" in e) == set(refs.values())
+
+
+def test_secrets_never_reach_a_log_line_raw_or_json_escaped() -> None:
+    """A secret given to `never_log` is cut from every line: as it is (a library logging a URL
+    with the token in it) and as it looks inside a JSON string (an `extra` field)."""
+    import logging
+
+    from gateway.logs import JsonFormatter, never_log
+
+    secret = 'tok"en\\with-quote-' + "x" * 8
+    never_log(secret)
+    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, f"GET https://api.test/bot{secret}/getMe",
+                               (), None)
+    record.password = secret  # lands JSON-escaped in the line
+    line = JsonFormatter().format(record)
+    assert secret not in line and json.dumps(secret)[1:-1] not in line
+    entry = json.loads(line)
+    assert entry["msg"] == "GET https://api.test/bot[redacted]/getMe" and entry["password"] == "[redacted]"
