@@ -26,7 +26,7 @@ from email.utils import format_datetime, formataddr
 from functools import cache
 
 import aiosmtplib
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit, compose
@@ -34,7 +34,7 @@ from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.logs import request_scope
-from gateway.models import Message, Officer, Outbox
+from gateway.models import Agency, Message, Officer, Outbox
 from gateway.pgp import OpenPGP, OpenPGPError
 from handlers.refs import find_refs
 
@@ -200,8 +200,13 @@ async def _suspended_recipients(session: AsyncSession, recipients: set[str]) -> 
     """The addresses of suspended officers (or of officers of a suspended agency) among these."""
     if not recipients:
         return set()
-    officers = await session.scalars(select(Officer).where(Officer.email.in_(recipients)))
-    return {officer.email for officer in officers if not officer.active}
+    # `not Officer.active` in SQL: only the addresses come back, not officers and their agencies
+    # as ORM objects (this runs on every outbox pass and again before each batch is sent)
+    suspended = await session.scalars(
+        select(Officer.email).join(Agency, Agency.id == Officer.agency_id)
+        .where(Officer.email.in_(recipients),
+               or_(Officer.status != "active", Agency.status != "active")))
+    return set(suspended)
 
 
 @dataclass(frozen=True)
