@@ -31,17 +31,19 @@ BODY = b"Content-Type: text/plain\r\n\r\nPlease preserve account 42.\r\n"
 def home(officer_ring: OfficerKeyring, alice: TestKey) -> Iterator[Path]:
     """A gateway-like keyring: a key of its own, Alice's public key."""
     folder = Path(tempfile.mkdtemp(prefix="lean-", dir="/tmp"))
-    pgp = OpenPGP(folder / "gnupg")
-    pgp._ensure_gateway_key("lers@gateway.test", "LERS")
-    pgp._import_public_key(officer_ring.public_key(alice))
-    pgp.close()
-    warm = gnupg.GPG(gnupghome=str(folder / "gnupg"), options=list(GPG_OPTIONS))
-    (folder / "sig.asc").write_bytes(officer_ring.sign_detached(alice, BODY))
-    warm.verify_data(str(folder / "sig.asc"), BODY)  # the trust database is brought up to date once
-    yield folder / "gnupg"
-    subprocess.run(["gpgconf", "--homedir", str(folder / "gnupg"), "--kill", "gpg-agent"],
-                   check=False, capture_output=True, timeout=10)
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        pgp = OpenPGP(folder / "gnupg")
+        pgp._ensure_gateway_key("lers@gateway.test", "LERS")
+        pgp._import_public_key(officer_ring.public_key(alice))
+        pgp._pool.shutdown()
+        warm = gnupg.GPG(gnupghome=str(folder / "gnupg"), options=list(GPG_OPTIONS))
+        (folder / "sig.asc").write_bytes(officer_ring.sign_detached(alice, BODY))
+        warm.verify_data(str(folder / "sig.asc"), BODY)  # the trust database is brought up to date once
+        yield folder / "gnupg"
+    finally:  # the agent of this keyring would outlive the tests otherwise
+        subprocess.run(["gpgconf", "--homedir", str(folder / "gnupg"), "--kill", "gpg-agent"],
+                       check=False, capture_output=True, timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def both(home: Path) -> list[gnupg.GPG]:
