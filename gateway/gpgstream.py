@@ -1,16 +1,31 @@
-"""Feed gpg the signed bytes of a large message from a view, without a copy of them.
+"""How python-gnupg's calls reach gpg: its arguments and its result classes, a leaner exchange.
 
-python-gnupg's `verify_data` wraps the data in a BytesIO, which copies anything but `bytes`
-(a signed part cut from a stored message is a memoryview of it). This module makes the same
-call through python-gnupg's own IO (`GPG._handle_io`, the method `verify_data` uses in 0.5.x,
-requirements.lock), with a small reader that hands gpg's input thread one slice at a time.
+python-gnupg stays the library: it builds every gpg command line (`GPG.make_args` and the
+method's own arguments) and its result classes (`Verify`, `Crypt`, ...) read gpg's status lines
+and decide. Only the exchange with the process changes. python-gnupg's `_handle_io` (the method
+all its data calls use in 0.5.x, requirements.lock) starts three threads per call: one writes
+stdin, two read stdout and stderr, the latter a line at a time through a `codecs` reader. Each
+took the GIL from the event loop for every wake-up. `LeanGPG._handle_io` does the same exchange
+in the calling thread (already one of the gpg pool's): stdin written from there, stdout and
+stderr collected in memory files and read when gpg has ended, then the status lines handed to
+the result as python-gnupg hands them.
+
+Data in memory is written from a view: a signed part cut from a stored message is a memoryview
+of it (`ViewReader`), and bytes are not copied either.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
 from typing import Any
 
 import gnupg
+
+WRITE_CHUNK = 1 << 20
+STATUS_PREFIX = "[GNUPG:] "
+MEMFD = hasattr(os, "memfd_create")  # Linux; elsewhere python-gnupg's own exchange
 
 
 class ViewReader:
@@ -28,6 +43,106 @@ class ViewReader:
 
     def close(self) -> None:
         self.view = memoryview(b"")
+
+
+def _in_memory(fileobj: Any) -> memoryview | None:
+    """The unread data of a stream held in memory, without a copy; None for anything else."""
+    if isinstance(fileobj, ViewReader):
+        view = fileobj.view[fileobj.at:]
+        fileobj.at = len(fileobj.view)
+        return view
+    if type(fileobj) is io.BytesIO:
+        # read() of a whole BytesIO made from bytes returns those bytes themselves
+        return memoryview(fileobj.read())
+    return None
+
+
+class LeanGPG(gnupg.GPG):
+    """python-gnupg's GPG; calls with data in memory and no passphrase exchange with gpg in the
+    calling thread (`exchange`) instead of three threads of their own."""
+
+    def _handle_io(self, args: list[str], fileobj_or_path: Any, result: Any,
+                   passphrase: str | None = None, binary: bool = False) -> Any:
+        if passphrase is not None or not binary or self.on_data is not None or not MEMFD:
+            return super()._handle_io(args, fileobj_or_path, result, passphrase, binary)
+        data = _in_memory(fileobj_or_path)
+        if data is None:
+            return super()._handle_io(args, fileobj_or_path, result, passphrase, binary)
+        with data:
+            exchange(self, args, data, result)
+        return result
+
+
+def exchange(gpg: gnupg.GPG, args: list[str], data: memoryview, result: Any) -> None:
+    """Run gpg with python-gnupg's command line for `args`, write `data` to its stdin, put its
+    stdout in `result.data` and feed the status lines on stderr to `result.handle_status`, as
+    `GPG._handle_io` does. Like it, raises BrokenPipeError (after gpg has ended and its status
+    was read) if gpg closed its input before taking all of it.
+
+    gpg's stdout and stderr are memory files (memfd: RAM, like the process's own memory, never
+    disk; plaintext of a decryption goes there), read once gpg has ended: nothing has to drain
+    them while stdin is written, so the calling thread wakes once per write and once at the end
+    instead of for every status line gpg writes."""
+    out = os.memfd_create("gpg-stdout", os.MFD_CLOEXEC)
+    try:
+        err = os.memfd_create("gpg-stderr", os.MFD_CLOEXEC)
+        try:
+            process = subprocess.Popen(gpg.make_args(args, False), stdin=subprocess.PIPE, stdout=out,
+                                       stderr=err, env=gpg.env)
+            assert process.stdin is not None
+            broken: BrokenPipeError | None = None
+            try:
+                with process.stdin:
+                    stdin = process.stdin.fileno()
+                    sent = 0
+                    while sent < len(data):
+                        sent += os.write(stdin, data[sent:sent + WRITE_CHUNK])
+            except BrokenPipeError as exc:  # gpg stopped reading
+                broken = exc
+            finally:
+                result.returncode = process.wait()
+            result.data = _contents(out)
+            _feed_status(gpg, _contents(err), result)
+        finally:
+            os.close(err)
+    finally:
+        os.close(out)
+    if broken is not None:
+        raise broken
+
+
+def _contents(fd: int) -> bytes:
+    """All a memory file holds."""
+    size = os.fstat(fd).st_size
+    pieces: list[bytes] = []
+    at = 0
+    while at < size:
+        piece = os.pread(fd, size - at, at)
+        if not piece:
+            break
+        pieces.append(piece)
+        at += len(piece)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _feed_status(gpg: gnupg.GPG, stderr: bytes, result: Any) -> None:
+    """python-gnupg's `_read_response`: every `[GNUPG:] KEYWORD value` line to the result, the
+    whole text as `result.stderr`. Lines end at LF, gpg's line end (python-gnupg's codecs reader
+    also split at other Unicode line breaks). A line that does not decode stops the reading
+    there, as it stopped python-gnupg's reader thread, and is marked UNPARSEABLE for a strict
+    judge (`judge_status_lines` refuses a signature on it)."""
+    for raw in stderr.split(b"\n"):
+        try:
+            line = raw.decode(gpg.encoding).rstrip()
+        except UnicodeDecodeError:
+            if hasattr(result, "lines"):
+                result.lines.append(("UNPARSEABLE", "undecodable status line"))
+            break
+        if line[0:9] == STATUS_PREFIX:
+            parts = line[9:].split(None, 1)
+            if parts:
+                result.handle_status(parts[0], parts[1] if len(parts) > 1 else "")
+    result.stderr = stderr.decode(gpg.encoding, "replace")
 
 
 def verify_detached(gpg: gnupg.GPG, sig_path: str, data: bytes | bytearray | memoryview) -> Any:

@@ -26,15 +26,15 @@ from email.utils import format_datetime, formataddr
 from functools import cache
 
 import aiosmtplib
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import audit
+from gateway import audit, compose
 from gateway.clock import utcnow
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.logs import request_scope
-from gateway.models import Message, Officer, Outbox
+from gateway.models import Agency, Message, Officer, Outbox
 from gateway.pgp import OpenPGP, OpenPGPError
 from handlers.refs import find_refs
 
@@ -52,6 +52,12 @@ def _from_header(name: str, address: str) -> str:
     return policy.SMTP.header_store_parse("From", formataddr((name, address)))[1]
 
 
+@cache
+def _from_field(name: str, address: str) -> bytes:
+    """The From header field as written, CRLF included."""
+    return policy.SMTP.fold_binary("From", _from_header(name, address))
+
+
 def new_message_id(settings: Settings) -> str:
     domain = settings.gateway.address.rpartition("@")[2]
     return f"<lers.{uuid.uuid4().hex}@{domain}>"
@@ -66,6 +72,42 @@ def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipie
     """Put a reply in the outbox, inside the caller's transaction. Attachments are (file name,
     bytes, MIME type); they are encrypted with the rest of the reply when it is sent."""
     message_id = new_message_id(settings)
+    content = reply_content(settings, message_id=message_id, recipient=recipient, subject=subject,
+                            body=body, attachments=attachments)
+    row = Outbox(
+        kind=kind, request_id=request_id, in_reply_to_message=reply_to_message,
+        recipient=recipient, recipient_fingerprint=recipient_fingerprint,
+        sender=settings.gateway.address, header_message_id=message_id, subject=subject,
+        in_reply_to=in_reply_to, references=list(references or []),
+        content=content, next_attempt_at=utcnow(),
+    )
+    session.add(row)
+    return row
+
+
+def reply_content(settings: Settings, *, message_id: str, recipient: str, subject: str, body: str,
+                  attachments: Sequence[tuple[str, bytes, str]] = ()) -> bytes:
+    """The reply as it is encrypted: From, To and Subject inside it too ("protected headers" v1),
+    the text quoted-printable. A text-only reply is written by gateway/compose.py (the email
+    package's header objects cost more than the rest of the reply); one with attachments, which
+    is rare, by the email package."""
+    if attachments:
+        return _reply_with_attachments(settings, message_id, recipient, subject, body, attachments)
+    return b"".join([
+        _from_field(settings.gateway.name, settings.gateway.address),
+        compose.address_field("To", recipient),
+        compose.unstructured_field("Subject", subject),
+        compose.msg_id_field("Message-ID", [message_id]),
+        b"Content-Transfer-Encoding: quoted-printable\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: text/plain; charset="utf-8"; protected-headers="v1"\r\n'
+        b"\r\n",
+        compose.quoted_printable_body(body),
+    ])
+
+
+def _reply_with_attachments(settings: Settings, message_id: str, recipient: str, subject: str,
+                            body: str, attachments: Sequence[tuple[str, bytes, str]]) -> bytes:
     inner = EmailMessage(policy=policy.SMTP)
     inner["From"] = _from_header(settings.gateway.name, settings.gateway.address)
     inner["To"] = recipient
@@ -76,15 +118,7 @@ def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipie
         maintype, _, subtype = mime_type.partition("/")
         inner.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     inner.set_param("protected-headers", "v1")
-    row = Outbox(
-        kind=kind, request_id=request_id, in_reply_to_message=reply_to_message,
-        recipient=recipient, recipient_fingerprint=recipient_fingerprint,
-        sender=settings.gateway.address, header_message_id=message_id, subject=subject,
-        in_reply_to=in_reply_to, references=list(references or []),
-        content=inner.as_bytes(), next_attempt_at=utcnow(),
-    )
-    session.add(row)
-    return row
+    return inner.as_bytes()
 
 
 def queue_notice(session: AsyncSession, settings: Settings, *, recipient: str, subject: str,
@@ -119,26 +153,23 @@ def plain_notice(row: Outbox) -> tuple[str, bytes]:
 def pgp_mime_encrypted(settings: Settings, row: Outbox, armored: bytes) -> bytes:
     """The outer message: visible headers plus the RFC 3156 multipart/encrypted body."""
     boundary = f"lers-{uuid.uuid4().hex}"
-    headers = [
-        ("From", _from_header(settings.gateway.name, settings.gateway.address)),
-        ("To", row.recipient),
-        ("Subject", row.subject),
-        ("Date", format_datetime(utcnow())),
-        ("Message-ID", row.header_message_id),
+    fields = [
+        _from_field(settings.gateway.name, settings.gateway.address),
+        compose.address_field("To", row.recipient),
+        compose.unstructured_field("Subject", row.subject),
+        compose.date_field("Date", format_datetime(utcnow())),
+        compose.msg_id_field("Message-ID", [row.header_message_id]),
     ]
     if row.in_reply_to:
-        headers.append(("In-Reply-To", row.in_reply_to))
+        fields.append(compose.msg_id_field("In-Reply-To", [row.in_reply_to]))
     if row.references:
-        headers.append(("References", " ".join(row.references)))
-    headers += [
-        ("MIME-Version", "1.0"),
-        ("Content-Type", f'multipart/encrypted; protocol="application/pgp-encrypted"; '
-                         f'boundary="{boundary}"'),
+        fields.append(compose.msg_id_field("References", list(row.references)))
+    fields += [
+        b"MIME-Version: 1.0\r\n",
+        b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";\r\n'
+        b' boundary="' + boundary.encode("ascii") + b'"\r\n',
     ]
-    head = EmailMessage(policy=policy.SMTP)
-    for name, value in headers:
-        head[name] = value  # parsed and checked by the email package (no header injection)
-    folded = b"".join(policy.SMTP.fold_binary(name, value) for name, value in head.items())
+    folded = b"".join(fields)
     lines = [
         folded.rstrip(b"\r\n"), b"",
         b"This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)",
@@ -169,8 +200,13 @@ async def _suspended_recipients(session: AsyncSession, recipients: set[str]) -> 
     """The addresses of suspended officers (or of officers of a suspended agency) among these."""
     if not recipients:
         return set()
-    officers = await session.scalars(select(Officer).where(Officer.email.in_(recipients)))
-    return {officer.email for officer in officers if not officer.active}
+    # `not Officer.active` in SQL: only the addresses come back, not officers and their agencies
+    # as ORM objects (this runs on every outbox pass and again before each batch is sent)
+    suspended = await session.scalars(
+        select(Officer.email).join(Agency, Agency.id == Officer.agency_id)
+        .where(Officer.email.in_(recipients),
+               or_(Officer.status != "active", Agency.status != "active")))
+    return set(suspended)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import gnupg
 
-from gateway.gpgstream import verify_detached
+from gateway.gpgstream import LeanGPG, verify_detached
 
 log = logging.getLogger(__name__)
 logging.getLogger("gnupg").setLevel(logging.ERROR)  # its debug lines would echo message bytes
@@ -212,7 +212,7 @@ class OpenPGP:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.home = home
         self.max_plaintext_bytes = max_plaintext_bytes
-        self._gpg = gnupg.GPG(gnupghome=str(home), options=list(GPG_OPTIONS))
+        self._gpg = LeanGPG(gnupghome=str(home), options=list(GPG_OPTIONS))  # gateway/gpgstream.py
         if self._gpg.version is None or self._gpg.version < MIN_GPG_VERSION:
             # python-gnupg reads status lines from stderr: only gpg >= 2.2.8 escapes file names
             # there (CVE-2018-12020)
@@ -348,7 +348,7 @@ class OpenPGP:
             raise KeyImportError("the attached key file holds a secret key; send only the public key")
         scratch = Path(tempfile.mkdtemp(prefix="offered-", dir=self.home))
         try:
-            gpg = gnupg.GPG(gnupghome=str(scratch), options=list(GPG_OPTIONS))
+            gpg = LeanGPG(gnupghome=str(scratch), options=list(GPG_OPTIONS))
             gpg.encoding = "utf-8"
             gpg.result_map = {**gpg.result_map, "verify": _StatusRecorder}
             imported = gpg.import_keys(offered)

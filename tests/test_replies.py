@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 
-from gateway.models import Outbox
+from gateway.models import Agency, Officer, Outbox
 from tests.conftest import GatewayFactory, Harness
 from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
 from tests.support.officer_keys import TestKey
@@ -174,3 +175,37 @@ async def test_too_many_or_too_large_attachments_are_refused_with_the_limits(
     assert "attachment scan1.pdf is 1109 bytes, at most 1000 bytes are accepted for one file" in reply.text
     [quarantined] = await harness.quarantine()
     assert quarantined["reason"] == "too_many_attachments"
+
+
+@pytest.mark.parametrize("suspended", ["officer", "agency"])
+async def test_a_reply_waiting_for_a_suspended_officer_or_agency_is_held(
+        make_gateway: GatewayFactory, alice: TestKey, suspended: str) -> None:
+    """The outbox's suspension check (officer or agency not active) holds a reply that waited."""
+    harness = await make_gateway()
+    await harness.enrol(alice)
+    harness.sink.refuse = True
+    await harness.send(signed_request_mail(harness.ring, alice, from_addr=alice.email,
+                                           body=request_body(type="preservation")))
+    await harness.settle()
+    async with harness.core.db.transaction() as session:
+        officer = await session.scalar(select(Officer).where(Officer.email == alice.email))
+        assert officer is not None
+        if suspended == "officer":
+            await session.execute(update(Officer).where(Officer.id == officer.id).values(status="suspended"))
+        else:  # the agency alone: the officer's own status still says active
+            await session.execute(update(Agency).where(Agency.id == officer.agency_id)
+                                  .values(status="suspended"))
+    harness.sink.refuse = False
+    deadline = time.monotonic() + 20
+    while True:
+        async with harness.core.db.transaction() as session:
+            for row in await session.scalars(select(Outbox).where(Outbox.state == "pending")):
+                row.next_attempt_at = row.created_at
+        await harness.gateway.outbox.send_due()
+        async with harness.core.db.transaction() as session:
+            [row] = (await session.scalars(select(Outbox))).all()
+        if row.state not in ("pending", "sending") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert (row.state, row.last_error) == ("held", "the officer is suspended")
+    assert harness.replies(to=alice.email) == []

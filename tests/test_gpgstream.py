@@ -1,0 +1,177 @@
+"""gateway/gpgstream.py's LeanGPG: python-gnupg's calls, its results, with a leaner exchange.
+
+Each call is made twice on the same keyring, through python-gnupg's own `GPG` and through
+`LeanGPG`, and the results python-gnupg's classes build from gpg's status lines must agree (the
+status lines themselves, ok/valid/status, the data, the return code). LeanGPG must start no
+thread, and must fail the way python-gnupg fails when gpg stops reading its input.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gnupg
+import pytest
+
+from gateway.gpgstream import LeanGPG, verify_detached
+from gateway.pgp import GPG_OPTIONS, OpenPGP, _CryptRecorder, _StatusRecorder, judge_status_lines
+from tests.support import mail_strategies as ms
+from tests.support.officer_keys import OfficerKeyring, TestKey
+
+BODY = b"Content-Type: text/plain\r\n\r\nPlease preserve account 42.\r\n"
+
+
+@pytest.fixture(scope="module")
+def home(officer_ring: OfficerKeyring, alice: TestKey) -> Iterator[Path]:
+    """A gateway-like keyring: a key of its own, Alice's public key."""
+    folder = Path(tempfile.mkdtemp(prefix="lean-", dir="/tmp"))
+    try:
+        pgp = OpenPGP(folder / "gnupg")
+        pgp._ensure_gateway_key("lers@gateway.test", "LERS")
+        pgp._import_public_key(officer_ring.public_key(alice))
+        pgp._pool.shutdown()
+        warm = gnupg.GPG(gnupghome=str(folder / "gnupg"), options=list(GPG_OPTIONS))
+        (folder / "sig.asc").write_bytes(officer_ring.sign_detached(alice, BODY))
+        warm.verify_data(str(folder / "sig.asc"), BODY)  # the trust database is brought up to date once
+        yield folder / "gnupg"
+    finally:  # the agent of this keyring would outlive the tests otherwise
+        subprocess.run(["gpgconf", "--homedir", str(folder / "gnupg"), "--kill", "gpg-agent"],
+                       check=False, capture_output=True, timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def both(home: Path) -> list[gnupg.GPG]:
+    """python-gnupg's GPG and LeanGPG on one keyring, set up as gateway/pgp.py sets up its own."""
+    made = []
+    for cls in (gnupg.GPG, LeanGPG):
+        gpg = cls(gnupghome=str(home), options=list(GPG_OPTIONS))
+        gpg.encoding = "utf-8"
+        gpg.result_map = {**gpg.result_map, "verify": _StatusRecorder, "crypt": _CryptRecorder}
+        made.append(gpg)
+    return made
+
+
+def threads_started(call: Callable[[], Any]) -> tuple[Any, int]:
+    """What `call` returns, and how many threads it started (seen by threading's profile hook,
+    which every thread started through `threading` installs)."""
+    started: set[threading.Thread] = set()
+    threading.setprofile(lambda *_: started.add(threading.current_thread()))
+    try:
+        value = call()
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    return value, len(started)
+
+
+def comparable(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Status lines without what differs between two runs (times, session keys, key ids of
+    a fresh encryption)."""
+    return [(k, "" if k in ("SIG_CREATED", "KEY_CONSIDERED", "BEGIN_ENCRYPTION", "NEWSIG") else v)
+            for k, v in lines]
+
+
+@pytest.mark.parametrize("case", ["good", "altered", "unknown_key", "view", "empty_data", "garbage"])
+def test_verification_gives_python_gnupgs_result(home: Path, officer_ring: OfficerKeyring, alice: TestKey,
+                                                 case: str, tmp_path: Path) -> None:
+    signature = officer_ring.sign_detached(alice, BODY)
+    data: bytes | memoryview = BODY
+    if case == "altered":
+        data = BODY.replace(b"42", b"43")
+    elif case == "unknown_key":
+        stranger = officer_ring.create_key("eve@elsewhere.test", "Eve")
+        signature = officer_ring.sign_detached(stranger, BODY)
+    elif case == "view":
+        data = memoryview(b"xx" + BODY)[2:]
+    elif case == "empty_data":
+        data = b""
+    elif case == "garbage":
+        signature = b"-----BEGIN PGP SIGNATURE-----\n\nnot a signature\n-----END PGP SIGNATURE-----\n"
+    sig_path = tmp_path / "sig.asc"
+    sig_path.write_bytes(signature)
+    results = []
+    for gpg in both(home):
+        for _attempt in range(20):
+            try:
+                result, threads = threads_started(lambda g=gpg: verify_detached(g, str(sig_path), data))
+                break
+            except BrokenPipeError:
+                # gpg gave up on the garbage before the data was written: both exchanges race
+                # there (the gateway's answer is then "gpg could not read the signature")
+                assert case == "garbage"
+        results.append((result, threads))
+    (old, old_threads), (new, new_threads) = results
+    assert new.lines == old.lines and new.lines
+    assert (new.valid, new.status, new.fingerprint, new.returncode) == \
+        (old.valid, old.status, old.fingerprint, old.returncode)
+    assert judge_status_lines(new.lines) == judge_status_lines(old.lines)
+    assert judge_status_lines(new.lines).ok is (case in ("good", "view"))
+    assert old_threads >= 2 and new_threads == 0
+
+
+def test_sign_and_encrypt_gives_python_gnupgs_result(home: Path, officer_ring: OfficerKeyring,
+                                                     alice: TestKey) -> None:
+    gateway = next(k["fingerprint"] for k in gnupg.GPG(gnupghome=str(home)).list_keys(secret=True))
+    results = []
+    for gpg in both(home):
+        result, threads = threads_started(lambda g=gpg: g.encrypt(
+            BODY, [alice.fingerprint], sign=gateway, armor=True, always_trust=True,
+            extra_args=["--digest-algo", "SHA512"]))
+        results.append((result, threads))
+        assert result.ok and result.returncode == 0, result.stderr
+        plain, status = officer_ring.decrypt_with_status(result.data)  # signed by a key it lacks
+        assert plain == BODY and gateway.endswith(status.lines("ERRSIG")[0][0])
+    (old, old_threads), (new, new_threads) = results
+    assert comparable(new.lines) == comparable(old.lines)
+    assert (new.ok, new.status) == (old.ok, old.status)
+    assert old_threads >= 2 and new_threads == 0
+
+
+def test_decryption_gives_python_gnupgs_result(home: Path, officer_ring: OfficerKeyring,
+                                               alice: TestKey) -> None:
+    gpg = gnupg.GPG(gnupghome=str(home))
+    public = gpg.export_keys(gpg.list_keys(secret=True)[0]["fingerprint"])
+    ciphertext = officer_ring.encrypt_to(public.encode(), BODY * 3000, signer=alice)  # > a pipe buffer
+    old, new = (gpg.decrypt(ciphertext) for gpg in both(home))
+    assert new.data == old.data == BODY * 3000
+    assert comparable(new.lines) == comparable(old.lines)
+    assert (new.ok, new.status, new.returncode) == (old.ok, old.status, old.returncode)
+    assert judge_status_lines(new.lines).ok
+
+
+def test_gpg_that_stops_reading_raises_as_python_gnupg_did(home: Path, tmp_path: Path) -> None:
+    """A signature packet gpg rejects at once, over data larger than a pipe buffer: gpg exits
+    before reading it, and the write fails (python-gnupg raised BrokenPipeError; the gateway
+    answers "gpg could not read the signature")."""
+    bogus = ms.armor(ms.packet(2, bytes([0x9E]) + bytes(40)))  # an unknown signature version
+    sig_path = tmp_path / "sig.asc"
+    sig_path.write_bytes(bogus)
+    data = memoryview(b"Please preserve the account.\r\n" * 40_000)
+    for gpg in both(home):
+        with pytest.raises(BrokenPipeError):
+            verify_detached(gpg, str(sig_path), data)
+
+
+def test_a_large_view_is_verified_whole(home: Path, officer_ring: OfficerKeyring, alice: TestKey,
+                                        tmp_path: Path) -> None:
+    """Several megabytes from a view: every byte reaches gpg (a short write would fail the check)."""
+    body = b"Content-Type: text/plain\r\n\r\n" + b"0123456789abcdef\r\n" * 300_000
+    stored = b"prefix" + body
+    sig_path = tmp_path / "sig.asc"
+    sig_path.write_bytes(officer_ring.sign_detached(alice, body))
+    lean = both(home)[1]
+    assert judge_status_lines(verify_detached(lean, str(sig_path), memoryview(stored)[6:]).lines).ok
+    assert not judge_status_lines(verify_detached(lean, str(sig_path), memoryview(stored)[6:-1]).lines).ok
+
+
+async def test_the_gateway_keyring_uses_the_lean_exchange(home: Path) -> None:
+    pgp = OpenPGP(home)
+    try:
+        assert isinstance(pgp._gpg, LeanGPG)
+    finally:
+        pgp._pool.shutdown()
