@@ -39,6 +39,8 @@ class Case:
     body: str
     attachments: tuple[Attachment, ...] = (PDF,)
     status: str = "received"
+    earlier: tuple[str, ...] = ()  # requests the officer sent before (the notice's history line)
+    protected_headers: bool = False
 
 
 CASES = {
@@ -54,6 +56,12 @@ CASES = {
         emergency="true", emergency_justification="kidnapping in progress", supervisor="Lt. Example")),
     "nul_in_a_field": Case(request_body(type="preservation", case_number="NUL\x00-1",
                                         legal_basis="basis\x00with NUL", subjects="account_id:4\x002")),
+    "second_request_two_documents_protected_headers": Case(
+        request_body(case_number="DIFF-2"),
+        (PDF, Attachment("warrant.pdf", "application/pdf", pdf_bytes("Warrant 8")),
+         Attachment("notes.txt", "text/plain", b"plain notes\n")),
+        earlier=(request_body(type="preservation", case_number="EARLIER-1"),),
+        protected_headers=True),
     "non_ascii": Case(request_body(case_number="Ærø-Straße-42 №7", legal_basis="§ 100a StPO — Überwachung",
                                    subjects="email:jürgen@example.test",
                                    free_text="Grüße aus Köln: 東京 ✓")),
@@ -107,8 +115,9 @@ async def records(harness: Harness, message_id: int, job_id: int) -> dict[str, A
             AuditEntry.subject == request.ref))).all()
         replies = (await session.scalars(select(Outbox).where(
             Outbox.request_id == request.id).order_by(Outbox.id))).all()
-        notices = (await session.scalars(select(Job).where(Job.kind == "chat_notify")
-                                         .order_by(Job.id))).all()
+        notices = [job for job in (await session.scalars(select(Job).where(Job.kind == "chat_notify")
+                                                         .order_by(Job.id))).all()
+                   if job.payload.get("ref") == request.ref]
         inbound = await session.get(Job, job_id)
         assert inbound is not None
         out: dict[str, Any] = {}
@@ -207,8 +216,15 @@ async def test_fast_and_orm_paths_leave_the_same_records(make_gateway: GatewayFa
                                                          case: str) -> None:
     spec = CASES[case]
     fast, orm = await idle_gateway(make_gateway, alice), await idle_gateway(make_gateway, alice)
+    for n, body in enumerate(spec.earlier):  # the same history in both, recorded the same way
+        earlier = signed_request_mail(fast.ring, alice, from_addr=alice.email, body=body,
+                                      message_id=f"<earlier-{n}-{case}@police.test>")
+        for harness in (fast, orm):
+            assert (await harness.send(earlier))[0] == 250
+            await through_fast_path(harness)
     mail = signed_request_mail(fast.ring, alice, from_addr=alice.email, body=spec.body,
-                               attachments=spec.attachments, message_id=f"<diff-{case}@police.test>")
+                               attachments=spec.attachments, message_id=f"<diff-{case}@police.test>",
+                               protected_headers=spec.protected_headers)
     for harness in (fast, orm):
         code, _ = await harness.send(mail)
         assert code == 250
