@@ -238,8 +238,25 @@ def no_nul(value: T) -> T:
     becomes U+FFFD; anything else (bytes, numbers, dates) is returned as it is."""
     if isinstance(value, str) and "\x00" in value:
         return value.replace("\x00", "\ufffd")  # type: ignore[return-value]
+    # the JSON text is only a quick test (NUL is always escaped in it); the replacing is done in
+    # the value's strings, as the text's "\\u0000" may also be an escaped backslash before "u0000"
     if isinstance(value, dict | list) and "\\u0000" in json.dumps(value):
-        return json.loads(json.dumps(value).replace("\\u0000", "\\ufffd"))  # type: ignore[no-any-return]
+        return _no_nul_json(value)  # type: ignore[no-any-return]
+    return value
+
+
+def _no_nul_json(value: Any) -> Any:
+    """A JSON value with NUL in its strings (keys too) replaced: a copy where one was, else the
+    value itself (so a flush does not see a change that is none)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        cleaned = {_no_nul_json(key): _no_nul_json(item) for key, item in value.items()}
+        same = all(a is b and k is j for (k, a), (j, b) in zip(value.items(), cleaned.items(), strict=True))
+        return value if same else cleaned
+    if isinstance(value, list | tuple):
+        items = [_no_nul_json(item) for item in value]
+        return value if all(a is b for a, b in zip(value, items, strict=True)) else items
     return value
 
 

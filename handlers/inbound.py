@@ -29,7 +29,13 @@ from handlers.chain import ChainContext, Evaluation, evaluate
 from handlers.enrolment_form import purpose_of
 from handlers.followup import handle_followup, referenced_request
 from handlers.form import RequestForm, read_request_form
-from handlers.intake import fits_record_new_request, handle_new_request, record_new_request, refuse_content
+from handlers.intake import (
+    MessageTaken,
+    fits_record_new_request,
+    handle_new_request,
+    record_new_request,
+    refuse_content,
+)
 from handlers.notify import tell_chat_sender
 from handlers.onboarding import enrol_certified, handle_enrolment, handle_key_rotation, inspect_rotation
 from handlers.refusals import quarantine
@@ -205,6 +211,9 @@ async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | 
                                                   form=form, documents=documents, job_id=job.id))
         except IntegrityError as exc:
             raise RetryJob("a copy of this signed message was processed at the same time") from exc
+        except MessageTaken:
+            await _taken(ctx, job)
+            return
         set_ref(ref)
         log.info("inbound message accepted", extra={"message_id": job.message_id, "transport": transport,
                                                      "reason": None})
@@ -212,8 +221,13 @@ async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | 
     try:
         async with ctx.db.transaction() as session:
             # the bytes were read when the job was claimed: not loaded (nor opened) again
-            message = await session.get(Message, job.message_id, options=[defer(Message.raw)])
+            # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises): a second run
+            # of this job waits for the first one's commit, then finds the message taken
+            message = await session.get(Message, job.message_id, options=[defer(Message.raw)],
+                                        with_for_update=True)
             assert message is not None
+            if message.state != "received":
+                raise MessageTaken(f"message {message.id} was recorded by another run of its job")
             if evaluation.check is not None:
                 message.verification = evaluation.check.summary()
                 message.signer_fingerprint = evaluation.check.signer_fingerprint
@@ -244,8 +258,20 @@ async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | 
             state, reason = message.state, message.reason
     except IntegrityError as exc:
         raise RetryJob("a copy of this signed message was processed at the same time") from exc
+    except MessageTaken:
+        await _taken(ctx, job)
+        return
     log.info(f"inbound message {state}", extra={"message_id": job.message_id, "transport": transport,
                                                 "reason": reason})
+
+
+async def _taken(ctx: ChainContext, job: Job) -> None:
+    """Another run of this job recorded its message first (its transaction, rolled back, left
+    nothing): this run only ends the job, which that run has normally ended already."""
+    log.warning("inbound message already recorded by another run of its job",
+                extra={"message_id": job.message_id})
+    async with ctx.db.transaction() as session:
+        await queue.mark_done_by_id(session, job.id)
 
 
 async def _inspect_rotation(ctx: ChainContext, evaluation: Evaluation) -> None:

@@ -72,10 +72,17 @@ INSERT_REQUEST = insert(REQUESTS).returning(REQUESTS.c.id)
 INSERT_SUBJECTS = insert(cast(Table, RequestSubject.__table__))
 INSERT_ATTACHMENTS = insert(cast(Table, Attachment.__table__))
 MESSAGES = cast(Table, Message.__table__)
-ACCEPT_MESSAGE = update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"))
+# only a message still "received": a second run of its job (a lease that ran out) changes nothing
+ACCEPT_MESSAGE = update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id"),
+                                        MESSAGES.c.state == "received")
 JOBS = cast(Table, Job.__table__)
 JOB_DONE = (update(JOBS).where(JOBS.c.id == bindparam("job_id"))
             .values(state="done", finished_at=bindparam("finished_at"), lease_until=None))
+
+
+class MessageTaken(Exception):
+    """The message was no longer "received" when its verdict was to be written: another run of
+    its job (claimed again when its lease ran out) recorded it first. Nothing of this run stays."""
 
 
 def fits_record_new_request(documents: list[Document]) -> bool:
@@ -111,11 +118,13 @@ def record_new_request(conn: Connection, settings: Settings, message: Message, o
         conn.execute(INSERT_ATTACHMENTS, [no_nul_row(_attachment_values(request_id, message.id, d))
                                           for d in documents])
     check = evaluation.check
-    conn.execute(ACCEPT_MESSAGE, no_nul_row({
+    accepted = conn.execute(ACCEPT_MESSAGE, no_nul_row({
         "message_id": message.id, "verification": check.summary(),
         "signer_fingerprint": check.signer_fingerprint, "signed_at": check.signed_at,
         "officer_id": officer.id, "replay_key": evaluation.replay_key, "state": "accepted",
         "request_id": request_id}))
+    if accepted.rowcount != 1:  # the request, its number and rows are rolled back with this run
+        raise MessageTaken(f"message {message.id} was recorded by another run of its job")
     request = Request(id=request_id, **values)  # transient: what the reply and the notice read
     audit.append(conn, [(f"officer:{officer.key_fingerprint}", "request.created", ref, {
         "status": request.status, "type": request.type, "message_id": message.id, "missing": form.missing,
