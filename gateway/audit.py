@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
+from gateway.db import no_nul
 from gateway.models import AuditEntry
 
 GENESIS = "0" * 64
@@ -80,9 +81,9 @@ def append(conn: Connection, entries: list[tuple[str, str, str | None, dict[str,
     made: list[dict[str, Any]] = []
     for actor, action, subject, details in entries:
         at = utcnow()
-        # NUL cannot be stored as text (PostgreSQL): replace it before hashing, so what is stored
-        # is exactly what was hashed
-        details = json.loads(json.dumps(details, default=str).replace("\\u0000", "\\ufffd"))
+        # as JSON keeps it (dates as text, tuples as lists) and NUL replaced (PostgreSQL text
+        # cannot hold it), before hashing, so what is stored is exactly what was hashed
+        details = no_nul(json.loads(json.dumps(details, default=str)))
         subject = subject.replace("\x00", "\ufffd") if subject else subject
         digest_ = entry_hash(prev, at.isoformat(), actor, action, subject, details)
         made.append({"at": at, "actor": actor, "action": action, "subject": subject, "details": details,

@@ -268,8 +268,8 @@ async def check_identity(ctx: ChainContext, raw: bytes, received_at: datetime, m
                        "(its protected To header does not name this gateway)")
     result.from_address = from_address
     fingerprint = result.check.signer_fingerprint
-    assert fingerprint is not None
-    assert result.replay_key is not None
+    if fingerprint is None or result.replay_key is None:  # not an assert: checked under -O too
+        raise RuntimeError("a good signature without a signer or a replay key")
     officer, result.replayed = await ctx.db.read_sync(partial(
         _identity_lookup, fingerprint=fingerprint, replay_key=result.replay_key, message_id=message_id))
     if officer is None:

@@ -42,3 +42,16 @@ async def test_a_message_id_spelling_an_escape_threads_the_reply(gateway: Harnes
         reply = (await session.scalars(select(Outbox))).one()
     assert request.thread_message_id == LITERAL and request.thread_references == [LITERAL]
     assert reply.in_reply_to == LITERAL and reply.references == [LITERAL]
+
+
+async def test_audit_details_keep_text_that_spells_an_escape(gateway: Harness) -> None:
+    """The audit stores (and hashes) details as given, with only real NUL replaced."""
+    from gateway import audit
+    from gateway.models import AuditEntry
+
+    async with gateway.core.db.transaction() as session:
+        await audit.record(session, "system", "test.nul", "x", note=LITERAL, nul="a\x00b")
+    async with gateway.core.db.transaction() as session:
+        entry = await session.scalar(select(AuditEntry).where(AuditEntry.action == "test.nul"))
+        assert entry is not None and entry.details == {"note": LITERAL, "nul": "a\ufffdb"}
+        assert (await audit.verify_chain(session)).ok
