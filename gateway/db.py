@@ -111,16 +111,7 @@ class Database:
         round trips, not the work, were most of what the senders waited for."""
         if not self.threaded_writes:
             raise RuntimeError("write_in_thread is for a SQLite file; use transaction()")
-        engine, vault = self._threaded_engine(), self.vault
-
-        def run() -> T:
-            token = ACTIVE_VAULT.set(vault)
-            try:
-                with engine.begin() as conn:
-                    return work(conn)
-            finally:
-                ACTIVE_VAULT.reset(token)
-
+        run = _in_transaction(self._threaded_engine(), self.vault, work)
         if self._write_thread is None:
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         async with self._write_turn():
@@ -146,16 +137,7 @@ class Database:
                 return await conn.run_sync(work)
         if self._threaded_reader is None:
             self._threaded_reader = self._threaded_engine().execution_options(**{READ_ONLY: True})
-        engine, vault = self._threaded_reader, self.vault
-
-        def run() -> T:
-            token = ACTIVE_VAULT.set(vault)
-            try:
-                with engine.begin() as conn:
-                    return work(conn)
-            finally:
-                ACTIVE_VAULT.reset(token)
-
+        run = _in_transaction(self._threaded_reader, self.vault, work)
         if self._read_threads is None:
             self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="sqlite-reader")
         return await asyncio.get_running_loop().run_in_executor(self._read_threads, run)
@@ -216,6 +198,21 @@ class Database:
 
 
 @event.listens_for(Session, "before_flush")
+def _in_transaction(engine: Engine, vault: Vault | None, work: Callable[[Connection], T]) -> Callable[[], T]:
+    """`work` in one transaction on `engine`, with the database's vault, for another thread to run
+    (a context variable set on the event loop is not seen there)."""
+
+    def run() -> T:
+        token = ACTIVE_VAULT.set(vault)
+        try:
+            with engine.begin() as conn:
+                return work(conn)
+        finally:
+            ACTIVE_VAULT.reset(token)
+
+    return run
+
+
 def _no_nul_in_text(session: Session, _context: Any, _instances: Any) -> None:
     """Untrusted text (headers, file names, form fields) may hold NUL, which PostgreSQL text
     cannot store: it becomes U+FFFD. Raw bytes (LargeBinary) are kept exactly as received.
