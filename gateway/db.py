@@ -197,7 +197,6 @@ class Database:
             await asyncio.to_thread(self._threaded.dispose)
 
 
-@event.listens_for(Session, "before_flush")
 def _in_transaction(engine: Engine, vault: Vault | None, work: Callable[[Connection], T]) -> Callable[[], T]:
     """`work` in one transaction on `engine`, with the database's vault, for another thread to run
     (a context variable set on the event loop is not seen there)."""
@@ -213,6 +212,7 @@ def _in_transaction(engine: Engine, vault: Vault | None, work: Callable[[Connect
     return run
 
 
+@event.listens_for(Session, "before_flush")
 def _no_nul_in_text(session: Session, _context: Any, _instances: Any) -> None:
     """Untrusted text (headers, file names, form fields) may hold NUL, which PostgreSQL text
     cannot store: it becomes U+FFFD. Raw bytes (LargeBinary) are kept exactly as received.
