@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -480,7 +481,8 @@ class OpenPGP:
         return await self._run(self._wrap_data_key, key, storage_fingerprint)
 
     def _wrap_data_key(self, key: bytes, storage_fingerprint: str) -> str:
-        result = self._gpg.encrypt(key, [storage_fingerprint], armor=True, always_trust=True)
+        with _refused_early(f"could not encrypt the data key to the storage key {storage_fingerprint}"):
+            result = self._gpg.encrypt(key, [storage_fingerprint], armor=True, always_trust=True)
         if not result.ok:
             raise OpenPGPError(f"could not encrypt the data key to the storage key {storage_fingerprint}: "
                                f"{result.status}")
@@ -506,8 +508,9 @@ class OpenPGP:
     def _sign_detached(self, data: bytes) -> bytes:
         if not self.gateway_fingerprint:
             raise OpenPGPError("the gateway key is not loaded")
-        result = self._gpg.sign(data, keyid=self.gateway_fingerprint, detach=True, binary=False,
-                                extra_args=["--digest-algo", "SHA512"])
+        with _refused_early("could not sign"):
+            result = self._gpg.sign(data, keyid=self.gateway_fingerprint, detach=True, binary=False,
+                                    extra_args=["--digest-algo", "SHA512"])
         if not result.data:
             raise OpenPGPError(f"could not sign: {result.status}")
         return result.data if isinstance(result.data, bytes) else str(result.data).encode()
@@ -521,13 +524,25 @@ class OpenPGP:
     def _sign_and_encrypt(self, content: bytes, officer_fingerprint: str) -> bytes:
         if not self.gateway_fingerprint:
             raise OpenPGPError("the gateway key is not loaded")
-        result = self._gpg.encrypt(
-            content, [officer_fingerprint], sign=self.gateway_fingerprint, armor=True,
-            always_trust=True, extra_args=["--digest-algo", "SHA512"],
-        )
+        with _refused_early(f"could not sign and encrypt to {officer_fingerprint}"):
+            result = self._gpg.encrypt(
+                content, [officer_fingerprint], sign=self.gateway_fingerprint, armor=True,
+                always_trust=True, extra_args=["--digest-algo", "SHA512"],
+            )
         if not result.ok:
             raise OpenPGPError(f"could not sign and encrypt to {officer_fingerprint}: {result.status}")
         return result.data if isinstance(result.data, bytes) else str(result.data).encode()
+
+
+@contextmanager
+def _refused_early(what: str) -> Iterator[None]:
+    """gpg that refuses at once (an unusable key) may exit before it has read all its input, and
+    writing the rest then fails (BrokenPipeError, as python-gnupg raises it too): the same
+    OpenPGPError as any other refusal, not an error of another kind, whichever comes first."""
+    try:
+        yield
+    except OSError as exc:
+        raise OpenPGPError(f"{what}: gpg stopped reading its input ({exc})") from exc
 
 
 def judge_status_lines(lines: list[tuple[str, str]]) -> SignatureCheck:

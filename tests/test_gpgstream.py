@@ -175,3 +175,21 @@ async def test_the_gateway_keyring_uses_the_lean_exchange(home: Path) -> None:
         assert isinstance(pgp._gpg, LeanGPG)
     finally:
         pgp._pool.shutdown()
+
+
+async def test_gpg_refusing_a_recipient_before_reading_is_an_openpgp_error(home: Path) -> None:
+    """An encryption gpg refuses at once (no such key) over more than a pipe buffer: gpg exits
+    before reading it, and the failed write is reported as the refusal it is (OpenPGPError, which
+    the vault's start-up check and the outbox handle), not as a BrokenPipeError."""
+    from gateway.pgp import OpenPGPError
+
+    nobody = "0123456789ABCDEF0123456789ABCDEF01234567"
+    pgp = OpenPGP(home)
+    try:
+        pgp._ensure_gateway_key("lers@gateway.test", "LERS")
+        with pytest.raises(OpenPGPError, match="could not sign and encrypt to 0123"):
+            await pgp.sign_and_encrypt_for_officer(b"x" * 2_000_000, nobody)
+        with pytest.raises(OpenPGPError, match="could not encrypt the data key"):
+            await pgp.wrap_data_key(b"k" * 2_000_000, nobody)
+    finally:
+        pgp._pool.shutdown()
