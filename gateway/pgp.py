@@ -493,7 +493,8 @@ class OpenPGP:
         return await self._run(self._unwrap_data_key, wrapped)
 
     def _unwrap_data_key(self, wrapped: str) -> bytes:
-        result = self._gpg.decrypt(wrapped)
+        with _refused_early("could not decrypt a data key of the database"):
+            result = self._gpg.decrypt(wrapped)
         if not result.ok or len(result.data) != 32:
             raise OpenPGPError("could not decrypt a data key of the database: the storage key's secret "
                                "part is not in this keyring (see [storage] encryption_key)")
