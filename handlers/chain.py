@@ -437,6 +437,28 @@ def _identity_lookup(conn: Connection, fingerprint: str, replay_key: str,
     return row[0], row[1] is not None
 
 
+# rule 3 once more, inside the write transaction that records an officer's message: gpg and PDF
+# text take time, and a suspension committed meanwhile must still stop the message. FOR SHARE
+# (PostgreSQL) makes a suspension being committed wait for this transaction, or this one for it;
+# SQLite's writers are serialised already
+STILL_ACTIVE = (select(Officer.id).join(Agency, Agency.id == Officer.agency_id)
+                .where(Officer.id == bindparam("officer_id"), Officer.status == "active",
+                       Agency.status == "active")
+                .with_for_update(read=True))
+
+
+class SuspendedMeanwhile(Exception):
+    """The officer or their agency was suspended after rule 3 passed them: nothing of this run
+    stays, and the job runs again, where rule 3 refuses the message."""
+
+
+def still_active(conn: Connection, officer_id: int) -> None:
+    """Raise SuspendedMeanwhile unless the officer and their agency are active now."""
+    if conn.execute(STILL_ACTIVE, {"officer_id": officer_id}).first() is None:
+        raise SuspendedMeanwhile(f"officer {officer_id} or their agency was suspended while the "
+                                 "message was being checked: it is checked again")
+
+
 async def check_replay(ctx: ChainContext, raw: bytes, received_at: datetime, message_id: int,
                        result: Evaluation) -> Refusal | None:
     """Rule 4b: the same signed content is accepted once."""

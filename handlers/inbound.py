@@ -25,7 +25,7 @@ from gateway.logs import current_ref, set_ref
 from gateway.mime import Refusal, SignedContent
 from gateway.models import Job, Message, Officer, Request
 from gateway.spool import SPOOL_DIR
-from handlers.chain import ChainContext, Evaluation, evaluate
+from handlers.chain import ChainContext, Evaluation, SuspendedMeanwhile, evaluate, still_active
 from handlers.enrolment_form import purpose_of
 from handlers.followup import handle_followup, referenced_request
 from handlers.form import RequestForm, read_request_form
@@ -50,6 +50,7 @@ async def route(session: AsyncSession, settings: Settings, message: Message, off
     """A STATUS query; a follow-up if the signed content names one of the officer's requests;
     else a new request."""
     assert evaluation.content is not None
+    await session.run_sync(lambda sync: still_active(sync.connection(), officer.id))
     content = evaluation.content
     query = status_query(content.text)
     if query is not None:
@@ -214,6 +215,8 @@ async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | 
         except MessageTaken:
             await _taken(ctx, job)
             return
+        except SuspendedMeanwhile as exc:
+            raise RetryJob(str(exc)) from exc
         set_ref(ref)
         log.info("inbound message accepted", extra={"message_id": job.message_id, "transport": transport,
                                                      "reason": None})
@@ -261,6 +264,8 @@ async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | 
     except MessageTaken:
         await _taken(ctx, job)
         return
+    except SuspendedMeanwhile as exc:
+        raise RetryJob(str(exc)) from exc
     log.info(f"inbound message {state}", extra={"message_id": job.message_id, "transport": transport,
                                                 "reason": reason})
 

@@ -24,7 +24,7 @@ from gateway.models import Attachment, Job, Message, Officer, Request, RequestSu
 from gateway.outbox import queue_reply
 from gateway.spool import CHUNK
 from gateway.texts import render
-from handlers.chain import Evaluation
+from handlers.chain import Evaluation, still_active
 from handlers.form import NO_FORM, RequestForm
 from handlers.notify import notify_reviewers, notify_reviewers_in
 from handlers.refs import allocate_ref, allocate_ref_in
@@ -102,6 +102,7 @@ def record_new_request(conn: Connection, settings: Settings, message: Message, o
     `message` and `officer` are read, never written through. Returns the reference."""
     assert evaluation.content is not None and evaluation.check is not None and form.found
     assert not form.problems and fits_record_new_request(documents)
+    still_active(conn, officer.id)
     content = evaluation.content
     in_reply_to, references = reply_threading(message, content)
     ref = allocate_ref_in(conn)
