@@ -201,73 +201,72 @@ async def _process_inbound(ctx: ChainContext, job: Job, stored: StoredInbound | 
                                             seconds=ctx.settings.policy.pdf_text_seconds,
                                             max_pages=ctx.settings.policy.pdf_text_max_pages)
         await _inspect_rotation(ctx, evaluation)
-    form = plain_new_request(ctx.settings, evaluation, documents, transport)
-    if form is not None:  # the common case, without the ORM (`record_new_request`)
-        assert evaluation.officer is not None
-        message = Message(id=job.message_id, received_at=received_at, transport=transport,
-                          header_message_id=header_message_id)  # transient: read, never written
-        try:
-            ref = await ctx.db.write_sync(partial(record_new_request, settings=ctx.settings, message=message,
-                                                  officer=evaluation.officer, evaluation=evaluation,
-                                                  form=form, documents=documents, job_id=job.id))
-        except IntegrityError as exc:
-            raise RetryJob("a copy of this signed message was processed at the same time") from exc
-        except MessageTaken:
-            await _taken(ctx, job)
-            return
-        except SuspendedMeanwhile as exc:
-            raise RetryJob(str(exc)) from exc
-        set_ref(ref)
-        log.info("inbound message accepted", extra={"message_id": job.message_id, "transport": transport,
-                                                     "reason": None})
-        return
     try:
-        async with ctx.db.transaction() as session:
-            # the bytes were read when the job was claimed: not loaded (nor opened) again
-            # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises): a second run
-            # of this job waits for the first one's commit, then finds the message taken
-            message = await session.get(Message, job.message_id, options=[defer(Message.raw)],
-                                        with_for_update=True)
-            assert message is not None
-            if message.state != "received":
-                raise MessageTaken(f"message {message.id} was recorded by another run of its job")
-            if evaluation.check is not None:
-                message.verification = evaluation.check.summary()
-                message.signer_fingerprint = evaluation.check.signer_fingerprint
-                message.signed_at = evaluation.check.signed_at
-            message.officer_id = evaluation.officer_id
-            if evaluation.accepted and evaluation.enrolment:
-                message.replay_key = evaluation.replay_key
-                await handle_enrolment(session, ctx.settings, message, evaluation, documents, problems)
-            elif evaluation.accepted:
-                message.replay_key = evaluation.replay_key
-                if evaluation.officer_id is None:  # certified by a registered agency's key
-                    new_officer = await enrol_certified(session, evaluation)
-                    await session.flush()
-                    evaluation.officer_id = message.officer_id = new_officer.id
-                if evaluation.officer is not None:  # as rule 3 read it moments ago: not read again
-                    officer = await session.merge(evaluation.officer, load=False)
-                else:
-                    officer = await session.get(Officer, evaluation.officer_id)
-                assert officer is not None and evaluation.content is not None
-                await route(session, ctx.settings, message, officer, evaluation, documents)
-            else:
-                await quarantine(session, ctx.settings, message, evaluation)
-            if message.request_id is not None and current_ref() is None:  # intake names it itself
-                set_ref(await session.scalar(select(Request.ref).where(Request.id == message.request_id)))
-            if message.transport == "chat":
-                await _answer_in_chat(session, message)
-            await queue.mark_done_by_id(session, job.id)
-            state, reason = message.state, message.reason
+        state, reason = await _record(ctx, job, evaluation, documents, problems, received_at, transport,
+                                      header_message_id)
     except IntegrityError as exc:
         raise RetryJob("a copy of this signed message was processed at the same time") from exc
+    except SuspendedMeanwhile as exc:
+        raise RetryJob(str(exc)) from exc
     except MessageTaken:
         await _taken(ctx, job)
         return
-    except SuspendedMeanwhile as exc:
-        raise RetryJob(str(exc)) from exc
     log.info(f"inbound message {state}", extra={"message_id": job.message_id, "transport": transport,
                                                 "reason": reason})
+
+
+async def _record(ctx: ChainContext, job: Job, evaluation: Evaluation, documents: list[Document],
+                  problems: list[Refusal], received_at: datetime, transport: str,
+                  header_message_id: str | None) -> tuple[str, str | None]:
+    """The verdict, the records it creates, the replies, the audit and the job's end, in one write
+    transaction; returns the message's (state, reason). A plain new request takes the Core path
+    (`record_new_request`), everything else the ORM session."""
+    form = plain_new_request(ctx.settings, evaluation, documents, transport)
+    if form is not None:
+        assert evaluation.officer is not None
+        message = Message(id=job.message_id, received_at=received_at, transport=transport,
+                          header_message_id=header_message_id)  # transient: read, never written
+        set_ref(await ctx.db.write_sync(partial(
+            record_new_request, settings=ctx.settings, message=message, officer=evaluation.officer,
+            evaluation=evaluation, form=form, documents=documents, job_id=job.id)))
+        return "accepted", None
+    async with ctx.db.transaction() as session:
+        # the bytes were read when the job was claimed: not loaded (nor opened) again
+        # FOR UPDATE (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises): a second run
+        # of this job waits for the first one's commit, then finds the message taken
+        message = await session.get(Message, job.message_id, options=[defer(Message.raw)],
+                                    with_for_update=True)
+        assert message is not None
+        if message.state != "received":
+            raise MessageTaken(f"message {message.id} was recorded by another run of its job")
+        if evaluation.check is not None:
+            message.verification = evaluation.check.summary()
+            message.signer_fingerprint = evaluation.check.signer_fingerprint
+            message.signed_at = evaluation.check.signed_at
+        message.officer_id = evaluation.officer_id
+        if evaluation.accepted and evaluation.enrolment:
+            message.replay_key = evaluation.replay_key
+            await handle_enrolment(session, ctx.settings, message, evaluation, documents, problems)
+        elif evaluation.accepted:
+            message.replay_key = evaluation.replay_key
+            if evaluation.officer_id is None:  # certified by a registered agency's key
+                new_officer = await enrol_certified(session, evaluation)
+                await session.flush()
+                evaluation.officer_id = message.officer_id = new_officer.id
+            if evaluation.officer is not None:  # as rule 3 read it moments ago: not read again
+                officer = await session.merge(evaluation.officer, load=False)
+            else:
+                officer = await session.get(Officer, evaluation.officer_id)
+            assert officer is not None and evaluation.content is not None
+            await route(session, ctx.settings, message, officer, evaluation, documents)
+        else:
+            await quarantine(session, ctx.settings, message, evaluation)
+        if message.request_id is not None and current_ref() is None:  # intake names it itself
+            set_ref(await session.scalar(select(Request.ref).where(Request.id == message.request_id)))
+        if message.transport == "chat":
+            await _answer_in_chat(session, message)
+        await queue.mark_done_by_id(session, job.id)
+        return message.state, message.reason
 
 
 async def _taken(ctx: ChainContext, job: Job) -> None:
