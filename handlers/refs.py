@@ -7,7 +7,6 @@ from typing import cast
 
 from sqlalchemy import Connection, Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
@@ -17,22 +16,9 @@ REF_PATTERN = re.compile(r"\bLERS-(\d{4})-(\d{6})\b")
 
 
 async def allocate_ref(session: AsyncSession) -> str:
-    """Take the next number inside the caller's transaction (one atomic UPDATE ... RETURNING)."""
-    year = utcnow().year
-    increment = (update(RefCounter).where(RefCounter.year == year)
-                 .values(last=RefCounter.last + 1).returning(RefCounter.last)
-                 .execution_options(synchronize_session=False))  # no counter object is kept in use
-    with session.no_autoflush:  # the caller's pending changes go out with its next flush, not now
-        number = await session.scalar(increment)
-    if number is None:  # the year's first request: create its counter (another process may race us)
-        try:
-            async with session.begin_nested():
-                session.add(RefCounter(year=year, last=0))
-        except IntegrityError:
-            pass
-        number = await session.scalar(increment)
-    assert number is not None
-    return f"LERS-{year}-{number:06d}"
+    """Take the next number inside the caller's transaction (`allocate_ref_in` on its connection:
+    Core statements, so the session's pending changes go out with its next flush, not now)."""
+    return await session.run_sync(lambda sync: allocate_ref_in(sync.connection()))
 
 
 COUNTERS = cast(Table, RefCounter.__table__)
@@ -45,9 +31,9 @@ NEW_YEAR = {name: dialect.insert(COUNTERS).values(year=bindparam("b_year"), last
 
 
 def allocate_ref_in(conn: Connection) -> str:
-    """`allocate_ref` on a synchronous connection inside the caller's transaction: the same atomic
-    UPDATE ... RETURNING; the year's first request creates the counter (a racing process's row
-    is left as it is, ON CONFLICT DO NOTHING, instead of a savepoint)."""
+    """The next number, inside the caller's transaction on a synchronous connection: one atomic
+    UPDATE ... RETURNING; the year's first request creates the counter (a racing process's row is
+    left as it is, ON CONFLICT DO NOTHING)."""
     year = utcnow().year
     number = conn.execute(INCREMENT, {"b_year": year}).scalar()
     if number is None:
