@@ -438,13 +438,13 @@ def _identity_lookup(conn: Connection, fingerprint: str, replay_key: str,
 
 
 # rule 3 once more, inside the write transaction that records an officer's message: gpg and PDF
-# text take time, and a suspension committed meanwhile must still stop the message. FOR SHARE
-# (PostgreSQL) makes a suspension being committed wait for this transaction, or this one for it;
-# SQLite's writers are serialised already
+# text take time, and a suspension committed meanwhile must still stop the message. Not FOR
+# SHARE: a transaction holding the audit lock may be about to update the officer's row (the
+# impersonation warning), and this one takes the audit lock after the check, so the two would
+# deadlock; a suspension committed while this transaction runs is simply concurrent with it
 STILL_ACTIVE = (select(Officer.id).join(Agency, Agency.id == Officer.agency_id)
                 .where(Officer.id == bindparam("officer_id"), Officer.status == "active",
-                       Agency.status == "active")
-                .with_for_update(read=True))
+                       Agency.status == "active"))
 
 
 class SuspendedMeanwhile(Exception):
