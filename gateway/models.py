@@ -315,7 +315,7 @@ class Job(Base):
 
 class Outbox(Base):
     """A reply waiting for the smarthost. It is signed and encrypted when sent, so a key revoked
-    meanwhile stops it; after sending, the exact bytes sent are kept."""
+    meanwhile stops it; after sending, the exact bytes sent are kept as an outbound message."""
 
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -331,7 +331,8 @@ class Outbox(Base):
     in_reply_to: Mapped[str | None] = mapped_column(String(998))
     references: Mapped[list[Any]] = mapped_column(default=list)
     content: Mapped[bytes] = mapped_column(SealedBytes("outbox.content"))  # the inner MIME entity
-    sent_raw: Mapped[bytes | None] = mapped_column(SealedBytes("outbox.sent_raw"))  # what the smarthost got
+    # no longer written: what the smarthost got is kept as the outbound message (messages.raw)
+    sent_raw: Mapped[bytes | None] = mapped_column(SealedBytes("outbox.sent_raw"))
     state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -24,9 +24,10 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, formataddr
 from functools import cache
+from typing import Any, cast
 
 import aiosmtplib
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Connection, Integer, Table, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import audit, compose
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 NOTICE_KIND = "user_notice"
 NOTICE_RECIPIENT = "(a user: the address is sealed in the content)"
 SUSPENDED_HOLD = "the officer is suspended"  # released by reinstatement (handlers/officers.py)
+# replies claimed and not yet recorded as sent (or failed, or held): what the sender holds in
+# memory at once, and how far it claims ahead of gpg
+MAX_IN_FLIGHT = 20
 
 
 @cache
@@ -196,17 +200,80 @@ async def release_sending(db: Database) -> int:
         return result.rowcount or 0
 
 
+SUSPENDED = (select(Officer.email).join(Agency, Agency.id == Officer.agency_id)
+             .where(Officer.email.in_(bindparam("b_recipients", expanding=True)),
+                    or_(Officer.status != "active", Agency.status != "active")))
+
+
 async def _suspended_recipients(session: AsyncSession, recipients: set[str]) -> set[str]:
     """The addresses of suspended officers (or of officers of a suspended agency) among these."""
     if not recipients:
         return set()
     # `not Officer.active` in SQL: only the addresses come back, not officers and their agencies
-    # as ORM objects (this runs on every outbox pass and again before each batch is sent)
-    suspended = await session.scalars(
-        select(Officer.email).join(Agency, Agency.id == Officer.agency_id)
-        .where(Officer.email.in_(recipients),
-               or_(Officer.status != "active", Agency.status != "active")))
-    return set(suspended)
+    # as ORM objects (this runs before each batch is sent)
+    return set(await session.scalars(SUSPENDED, {"b_recipients": sorted(recipients)}))
+
+
+def suspended_recipients_in(conn: Connection, recipients: set[str]) -> set[str]:
+    """`_suspended_recipients` on a connection (the claim's transaction)."""
+    if not recipients:
+        return set()
+    return set(conn.scalars(SUSPENDED, {"b_recipients": sorted(recipients)}))
+
+
+OUTBOX = cast(Table, Outbox.__table__)
+_DUE = (OUTBOX.c.state.in_(["pending", "sending"]),
+        OUTBOX.c.next_attempt_at <= bindparam("b_now", type_=OUTBOX.c.next_attempt_at.type))
+
+
+def _claim_statement(skip_locked: bool) -> Any:
+    """Due rows, oldest first, leased (state `sending` until `b_until`) and returned whole. A
+    compare-and-set: a row another sender took meanwhile no longer matches the due condition;
+    a crash mid-send leaves the row to be taken again when the lease runs out. On PostgreSQL
+    rows another process holds are skipped (several gateway processes: each row to one sender)."""
+    candidates = select(OUTBOX.c.id).where(*_DUE).order_by(OUTBOX.c.id).limit(
+        bindparam("b_limit", type_=Integer))
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (update(OUTBOX).where(OUTBOX.c.id.in_(candidates.scalar_subquery()), *_DUE)
+            .values(state="sending",
+                    next_attempt_at=bindparam("b_until", type_=OUTBOX.c.next_attempt_at.type))
+            .returning(*OUTBOX.c))
+
+
+CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}  # built once
+SENT = (update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
+        .values(state="sent", sent_at=bindparam("b_sent_at"), attempts=bindparam("b_attempts")))
+OUTBOUND = insert(cast(Table, Message.__table__))
+
+
+def claim_due(conn: Connection, limit: int, lease: timedelta) -> tuple[list[Outbox], set[str]]:
+    """Up to `limit` due rows, leased to this sender, as transient `Outbox` objects in id order,
+    and which of their recipients are suspended: one write transaction (on SQLite one trip to
+    the writer thread)."""
+    now = utcnow()
+    statement = CLAIM[conn.dialect.name == "postgresql"]
+    rows = conn.execute(statement, {"b_now": now, "b_until": now + lease, "b_limit": limit}).mappings()
+    claimed = sorted((Outbox(**row) for row in rows), key=lambda row: row.id)
+    return claimed, suspended_recipients_in(conn, {row.recipient for row in claimed})
+
+
+def record_sent_in(conn: Connection, sent: list[Ready]) -> None:
+    """Replies the smarthost accepted: marked sent, kept as the outbound messages they were
+    (the exact bytes, sealed), audited; one transaction for all of them."""
+    now = utcnow()
+    conn.execute(SENT, [{"b_id": r.row.id, "b_sent_at": now, "b_attempts": r.row.attempts + 1}
+                        for r in sent])
+    conn.execute(OUTBOUND, [
+        {"direction": "outbound", "transport": "smtp", "sha256": hashlib.sha256(r.raw).hexdigest(),
+         "raw": r.raw, "size": len(r.raw), "chunks": 0, "header_message_id": r.row.header_message_id,
+         "envelope_from": r.row.sender, "envelope_to": [r.recipient], "state": "sent",
+         "request_id": r.row.request_id, "received_at": now} for r in sent])
+    # a user's address stays out of the audit log: the notice's id says who
+    audit.append(conn, [
+        ("system", "outbox.sent", f"outbox:{r.row.id}",
+         {"kind": r.row.kind, "recipient": r.row.recipient, "message_id": r.row.header_message_id,
+          "request_id": r.row.request_id}) for r in sent])
 
 
 @dataclass(frozen=True)
@@ -225,7 +292,7 @@ def _scope(row: Outbox) -> AbstractContextManager[None]:
 
 
 async def _ready_now(ready: asyncio.Queue[Ready | None]) -> list[Ready] | None:
-    """The next reply ready, with every other one ready by then; None at the end of the pass."""
+    """The next reply ready, with every other one ready by then; None at the end."""
     first = await ready.get()
     if first is None:
         return None
@@ -250,7 +317,11 @@ async def _closed(client: aiosmtplib.SMTP | None) -> None:
 
 
 class OutboxSender:
-    """Sends due outbox rows; one pass is `send_due()`, the loop is `run()`."""
+    """Sends due outbox rows. `run()` keeps a pipeline going: rows are claimed whenever a reply
+    was queued (or every poll_seconds) while fewer than MAX_IN_FLIGHT are under way, signed and
+    encrypted as many at once as gpg has threads, handed to the smarthost as each is ready, and
+    recorded as sent in one transaction for all that were sent meanwhile. `send_due()` is one
+    pass through the same pipeline (tests, and nothing else running)."""
 
     def __init__(self, settings: Settings, db: Database, pgp: OpenPGP) -> None:
         self.settings = settings
@@ -264,73 +335,39 @@ class OutboxSender:
                 cafile=str(settings.base_dir / out.ca_file) if out.ca_file else None)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.send_due()
-            except Exception:
-                log.exception("outbox pass failed")
-            self.wakeup.clear()
-            stop_wait = asyncio.ensure_future(stop.wait())
-            wake_wait = asyncio.ensure_future(self.wakeup.wait())
-            await asyncio.wait({stop_wait, wake_wait}, timeout=self.settings.worker.poll_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            wake_wait.cancel()
-
-    async def send_due(self, limit: int = 20) -> int:
-        """Take up to `limit` due rows (leasing them), send each; returns how many were sent."""
-        now = utcnow()
-        lease = timedelta(seconds=self.settings.outbound.timeout_seconds * 2 + 30)
-        due = (Outbox.state.in_(["pending", "sending"]), Outbox.next_attempt_at <= now)
-        async with self.db.transaction() as session:
-            candidates = select(Outbox.id).where(*due).order_by(Outbox.id).limit(limit)
-            if not self.db.is_sqlite:  # several gateway processes: each row goes to one sender
-                candidates = candidates.with_for_update(skip_locked=True)
-            # compare-and-set: a row another sender took meanwhile no longer matches `due`;
-            # a crash mid-send leaves the row to be retried when the lease runs out
-            claimed = await session.scalars(
-                update(Outbox).where(Outbox.id.in_(candidates.scalar_subquery()), *due)
-                .values(state="sending", next_attempt_at=now + lease)
-                .returning(Outbox.id).execution_options(synchronize_session=False))
-            ids = sorted(claimed)
-            rows = list(await session.scalars(select(Outbox).where(Outbox.id.in_(ids))
-                                              .order_by(Outbox.id))) if ids else []
-            suspended = await _suspended_recipients(session, {row.recipient for row in rows})
-        # as many rows at once as gpg has threads: signing one reply while the next is encrypted,
-        # instead of one after the other
-        slots = asyncio.Semaphore(max(1, self.settings.worker.gpg_threads))
-
-        # each reply goes to the smarthost as soon as it is ready, not after the whole pass
-        ready: asyncio.Queue[Ready | None] = asyncio.Queue()
-
-        async def prepare(row: Outbox) -> None:
-            async with slots:
-                if row.recipient in suspended:  # sent nothing until reinstated
-                    await self._hold(row, SUSPENDED_HOLD)
-                    return
-                with _scope(row):
-                    try:
-                        prepared = await self._prepare(row)
-                    except Exception as exc:
-                        log.exception("reply could not be prepared", extra={"outbox_id": row.id})
-                        await self._failed_attempt(row, f"{type(exc).__name__}: {exc}")
-                        return
-                if prepared is not None:
-                    ready.put_nowait(prepared)
-
-        async def prepare_all() -> None:
-            try:
-                await asyncio.gather(*(prepare(row) for row in rows))
-            finally:
-                ready.put_nowait(None)  # the end of the pass
-        preparing = asyncio.ensure_future(prepare_all())
-        sent: list[Ready] = []
+        pipeline = _Pipeline(self)
         try:
-            await self._deliver(ready, sent)
+            while not stop.is_set():
+                self.wakeup.clear()  # a reply queued while the claim runs rings again
+                pipeline.room_freed.clear()
+                try:
+                    full = await pipeline.claim(pipeline.room())
+                except Exception:
+                    log.exception("outbox claim failed")
+                    full = False
+                if full and pipeline.room():
+                    continue  # more may be due
+                # a full pipeline waits for room, an empty claim for a ring; both poll
+                waiters = {asyncio.ensure_future(stop.wait()),
+                           asyncio.ensure_future(pipeline.room_freed.wait() if full else self.wakeup.wait())}
+                try:
+                    await asyncio.wait(waiters, timeout=self.settings.worker.poll_seconds,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
         finally:
-            await preparing
-            await self._record_sent(sent)  # what the smarthost took, even if the pass broke off
-        return len(sent)
+            await pipeline.close()  # what was claimed is sent (or retried) and recorded first
+
+    async def send_due(self, limit: int = MAX_IN_FLIGHT) -> int:
+        """One pass: take up to `limit` due rows (leasing them), send each, record what was sent;
+        returns how many were sent."""
+        pipeline = _Pipeline(self)
+        try:
+            await pipeline.claim(limit)
+        finally:
+            await pipeline.close()
+        return pipeline.sent
 
     async def _prepare(self, row: Outbox) -> Ready | None:
         """The message as the smarthost gets it: signed and encrypted to the recipient's key
@@ -351,30 +388,6 @@ class OutboxSender:
             return None
         return Ready(row, row.recipient, pgp_mime_encrypted(self.settings, row, armored), encrypted=True)
 
-    async def _deliver(self, ready: asyncio.Queue[Ready | None], accepted: list[Ready]) -> None:
-        """Hand the replies to the smarthost as they become ready, over one connection (a new one
-        after any error), until the end of the pass; adds those it accepted to `accepted`. A reply
-        it refuses, or cannot be reached for, is retried later."""
-        client: aiosmtplib.SMTP | None = None
-        try:
-            while (batch := await _ready_now(ready)) is not None:
-                for item in await self._not_suspended(batch):
-                    with _scope(item.row):
-                        try:
-                            if client is None:
-                                client = self._client()
-                                await client.connect()
-                            await client.sendmail(item.row.sender, [item.recipient], item.raw)
-                        except Exception as exc:
-                            if not isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
-                                log.exception("reply could not be sent", extra={"outbox_id": item.row.id})
-                            client = await _closed(client)
-                            await self._failed_attempt(item.row, f"{type(exc).__name__}: {exc}")
-                            continue
-                    accepted.append(item)
-        finally:
-            await _closed(client)
-
     async def _not_suspended(self, batch: list[Ready]) -> list[Ready]:
         """A last look just before the smarthost gets them: a suspension takes effect at once,
         also for a reply prepared meanwhile (one look for all the replies ready now)."""
@@ -392,25 +405,11 @@ class OutboxSender:
                                timeout=out.timeout_seconds)
 
     async def _record_sent(self, sent: list[Ready]) -> None:
-        """One transaction for every reply of the pass the smarthost accepted: marked sent, kept
-        as the outbound message it was, audited (a crash before it only sends them again)."""
+        """One transaction for every reply the smarthost accepted since the last one (a crash
+        before it only sends them again)."""
         if not sent:
             return
-        now = utcnow()
-        async with self.db.transaction() as session:
-            await session.execute(update(Outbox), [
-                {"id": r.row.id, "state": "sent", "sent_at": now, "attempts": r.row.attempts + 1,
-                 "sent_raw": r.raw} for r in sent])
-            await session.execute(insert(Message), [
-                {"direction": "outbound", "transport": "smtp", "sha256": hashlib.sha256(r.raw).hexdigest(),
-                 "raw": r.raw, "size": len(r.raw), "header_message_id": r.row.header_message_id,
-                 "envelope_from": r.row.sender, "envelope_to": [r.recipient], "state": "sent",
-                 "request_id": r.row.request_id, "received_at": now} for r in sent])
-            # a user's address stays out of the audit log: the notice's id says who
-            await audit.record_many(session, [
-                ("system", "outbox.sent", f"outbox:{r.row.id}",
-                 {"kind": r.row.kind, "recipient": r.row.recipient, "message_id": r.row.header_message_id,
-                  "request_id": r.row.request_id}) for r in sent])
+        await self.db.write_sync(lambda conn: record_sent_in(conn, sent))
         for r in sent:
             with _scope(r.row):
                 log.info("reply sent", extra={"outbox_id": r.row.id, "kind": r.row.kind})
@@ -449,3 +448,145 @@ class OutboxSender:
             fresh.last_error = why
             await audit.record(session, "system", "outbox.held", f"outbox:{row.id}", reason=why)
         log.warning("reply held", extra={"outbox_id": row.id, "reason": why})
+
+
+class _Pipeline:
+    """Claimed rows on their way: `gpg_threads` preparers sign and encrypt them, one deliverer
+    hands them to the smarthost over one connection (kept while replies keep coming, closed
+    when none is ready or being prepared), and records those sent in one transaction whenever
+    nothing else is ready to send. A row leaves the pipeline when it is recorded as sent, held,
+    or given back for a later attempt (`room_freed` is set then); one that meets an error none
+    of these could record stays leased, and is taken again when its lease runs out."""
+
+    def __init__(self, sender: OutboxSender) -> None:
+        self.sender = sender
+        self.in_flight = 0
+        self.sent = 0
+        self.room_freed = asyncio.Event()
+        # each row with whether its recipient was suspended when it was claimed
+        self._claimed: asyncio.Queue[tuple[Outbox, bool] | None] = asyncio.Queue()
+        self._ready: asyncio.Queue[Ready | None] = asyncio.Queue()
+        self._preparing = 0
+        settings = sender.settings
+        self._lease = timedelta(seconds=settings.outbound.timeout_seconds * 2 + 30)
+        self._preparers = [asyncio.ensure_future(self._prepare_loop())
+                           for _ in range(max(1, settings.worker.gpg_threads))]
+        self._deliverer = asyncio.ensure_future(self._deliver_loop())
+
+    def room(self) -> int:
+        return max(0, MAX_IN_FLIGHT - self.in_flight)
+
+    async def claim(self, limit: int) -> bool:
+        """Claim up to `limit` due rows into the pipeline; True if it took all it asked for."""
+        if limit <= 0:
+            return True
+        rows, suspended = await self.sender.db.write_sync(lambda conn: claim_due(conn, limit, self._lease))
+        self.in_flight += len(rows)
+        for row in rows:
+            self._claimed.put_nowait((row, row.recipient in suspended))
+        return len(rows) == limit
+
+    def _done(self, count: int = 1) -> None:
+        if count:
+            self.in_flight -= count
+            self.room_freed.set()
+
+    async def close(self) -> None:
+        """Let everything claimed go through (sent and recorded, held, or given back)."""
+        for _ in self._preparers:
+            self._claimed.put_nowait(None)
+        try:
+            await asyncio.gather(*self._preparers)
+        finally:
+            self._ready.put_nowait(None)
+            await self._deliverer
+
+    async def _prepare_loop(self) -> None:
+        while (claimed := await self._claimed.get()) is not None:
+            row, suspended = claimed
+            self._preparing += 1
+            try:
+                with _scope(row):
+                    prepared = await self._prepare(row, suspended)
+            except Exception:
+                log.exception("reply left to its lease", extra={"outbox_id": row.id})
+                prepared = None
+            finally:
+                self._preparing -= 1
+            if prepared is None:
+                self._done()
+            else:
+                self._ready.put_nowait(prepared)
+
+    async def _prepare(self, row: Outbox, suspended: bool) -> Ready | None:
+        """The row as sent, or None if it was held or given back for a later attempt."""
+        sender = self.sender
+        if suspended:  # sent nothing until reinstated
+            await sender._hold(row, SUSPENDED_HOLD)
+            return None
+        try:
+            return await sender._prepare(row)
+        except Exception as exc:
+            log.exception("reply could not be prepared", extra={"outbox_id": row.id})
+            await sender._failed_attempt(row, f"{type(exc).__name__}: {exc}")
+            return None
+
+    async def _deliver_loop(self) -> None:
+        """Hand the replies to the smarthost as they become ready, over one connection (a new one
+        after any error); a reply it refuses, or cannot be reached for, is retried later."""
+        client: aiosmtplib.SMTP | None = None
+        accepted: list[Ready] = []
+        try:
+            while (batch := await _ready_now(self._ready)) is not None:
+                try:
+                    client = await self._deliver(batch, client, accepted)
+                except Exception:
+                    log.exception("replies left to their lease",
+                                  extra={"outbox_ids": [r.row.id for r in batch]})
+                    client = await _closed(client)
+                    self._done(sum(1 for r in batch if r not in accepted))
+                if self._ready.empty():  # nothing else to send now: record, and maybe hang up
+                    await self._record(accepted)
+                    accepted = []
+                    if not self._preparing:
+                        client = await _closed(client)
+        finally:
+            await _closed(client)
+            await self._record(accepted)  # what the smarthost took, even if delivery broke off
+
+    async def _deliver(self, batch: list[Ready], client: aiosmtplib.SMTP | None,
+                       accepted: list[Ready]) -> aiosmtplib.SMTP | None:
+        """Send `batch` (all but those whose officer was suspended meanwhile: held); returns the
+        connection to go on with (None after an error)."""
+        sender = self.sender
+        sendable = await sender._not_suspended(batch)
+        self._done(len(batch) - len(sendable))
+        for item in sendable:
+            with _scope(item.row):
+                try:
+                    if client is None:
+                        client = sender._client()
+                        await client.connect()
+                    await client.sendmail(item.row.sender, [item.recipient], item.raw)
+                except Exception as exc:
+                    if not isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
+                        log.exception("reply could not be sent", extra={"outbox_id": item.row.id})
+                    client = await _closed(client)
+                    await sender._failed_attempt(item.row, f"{type(exc).__name__}: {exc}")
+                    self._done()
+                    continue
+            accepted.append(item)
+        return client
+
+    async def _record(self, accepted: list[Ready]) -> None:
+        """Record replies as sent; if that fails they stay leased and are sent again later."""
+        if not accepted:
+            return
+        try:
+            await self.sender._record_sent(accepted)
+            self.sent += len(accepted)
+        except Exception:
+            log.exception("sent replies not recorded: sent again when their lease runs out",
+                          extra={"outbox_ids": [r.row.id for r in accepted]})
+        finally:
+            self._done(len(accepted))

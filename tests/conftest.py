@@ -151,12 +151,14 @@ class SinkHandler:
     """The smarthost: keeps every message it is handed; can be told to refuse for a while."""
 
     received: list[Envelope] = field(default_factory=list)
+    peers: list[object] = field(default_factory=list)  # the connection each one came over
     refuse: bool = False
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse:
             return "451 4.3.0 smarthost busy"
         self.received.append(envelope)
+        self.peers.append(session.peer)
         return "250 OK"
 
 
