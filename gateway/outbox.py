@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import audit, compose
 from gateway.clock import utcnow
 from gateway.config import Settings
-from gateway.db import Database
+from gateway.db import Database, no_nul_row
 from gateway.logs import request_scope
 from gateway.models import Agency, Message, Officer, Outbox
 from gateway.pgp import OpenPGP, OpenPGPError
@@ -75,18 +75,33 @@ def queue_reply(session: AsyncSession, settings: Settings, *, kind: str, recipie
                 attachments: Sequence[tuple[str, bytes, str]] = ()) -> Outbox:
     """Put a reply in the outbox, inside the caller's transaction. Attachments are (file name,
     bytes, MIME type); they are encrypted with the rest of the reply when it is sent."""
+    row = Outbox(**reply_values(
+        settings, kind=kind, recipient=recipient, recipient_fingerprint=recipient_fingerprint,
+        subject=subject, body=body, request_id=request_id, in_reply_to=in_reply_to,
+        references=references, reply_to_message=reply_to_message, attachments=attachments))
+    session.add(row)
+    return row
+
+
+def queue_reply_in(conn: Connection, settings: Settings, **fields: Any) -> None:
+    """`queue_reply` on a synchronous connection (a Core INSERT, no unit of work): the same row,
+    text with NUL replaced as a flush replaces it."""
+    conn.execute(INSERT_REPLY, no_nul_row(reply_values(settings, **fields)))
+
+
+def reply_values(settings: Settings, *, kind: str, recipient: str, recipient_fingerprint: str,
+                 subject: str, body: str, request_id: int | None = None, in_reply_to: str | None = None,
+                 references: list[str] | None = None, reply_to_message: int | None = None,
+                 attachments: Sequence[tuple[str, bytes, str]] = ()) -> dict[str, Any]:
+    """The outbox row of a reply (`queue_reply`'s arguments), its content composed."""
     message_id = new_message_id(settings)
     content = reply_content(settings, message_id=message_id, recipient=recipient, subject=subject,
                             body=body, attachments=attachments)
-    row = Outbox(
-        kind=kind, request_id=request_id, in_reply_to_message=reply_to_message,
-        recipient=recipient, recipient_fingerprint=recipient_fingerprint,
-        sender=settings.gateway.address, header_message_id=message_id, subject=subject,
-        in_reply_to=in_reply_to, references=list(references or []),
-        content=content, next_attempt_at=utcnow(),
-    )
-    session.add(row)
-    return row
+    return {"kind": kind, "request_id": request_id, "in_reply_to_message": reply_to_message,
+            "recipient": recipient, "recipient_fingerprint": recipient_fingerprint,
+            "sender": settings.gateway.address, "header_message_id": message_id, "subject": subject,
+            "in_reply_to": in_reply_to, "references": list(references or []), "content": content,
+            "next_attempt_at": utcnow()}
 
 
 def reply_content(settings: Settings, *, message_id: str, recipient: str, subject: str, body: str,
@@ -222,6 +237,7 @@ def suspended_recipients_in(conn: Connection, recipients: set[str]) -> set[str]:
 
 
 OUTBOX = cast(Table, Outbox.__table__)
+INSERT_REPLY = insert(OUTBOX)  # state, attempts and created_at: the columns' defaults
 _DUE = (OUTBOX.c.state.in_(["pending", "sending"]),
         OUTBOX.c.next_attempt_at <= bindparam("b_now", type_=OUTBOX.c.next_attempt_at.type))
 

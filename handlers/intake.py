@@ -21,7 +21,7 @@ from gateway.documents import Document, display_name
 from gateway.logs import set_ref
 from gateway.mime import Refusal
 from gateway.models import Attachment, Job, Message, Officer, Request, RequestSubject
-from gateway.outbox import queue_reply
+from gateway.outbox import queue_reply, queue_reply_in
 from gateway.spool import CHUNK
 from gateway.texts import render
 from handlers.chain import Evaluation, still_active
@@ -97,8 +97,8 @@ def record_new_request(conn: Connection, settings: Settings, message: Message, o
     """`handle_new_request` for a form without problems, and the rest of the inbound job's
     transaction (the message's verdict, the job's end), as Core statements on one synchronous
     connection: on SQLite the whole transaction is one trip to the writer thread
-    (`Database.write_sync`), and no ORM unit of work runs but the flush of what `queue_reply`
-    and the reviewers' notice add. The same rows, audit entry and replies as `handle_new_request`;
+    (`Database.write_sync`), and no ORM unit of work runs. The same rows, audit entry and
+    replies as `handle_new_request`;
     `message` and `officer` are read, never written through. Returns the reference."""
     assert evaluation.content is not None and evaluation.check is not None and form.found
     assert not form.problems and fits_record_new_request(documents)
@@ -130,14 +130,8 @@ def record_new_request(conn: Connection, settings: Settings, message: Message, o
     audit.append(conn, [(f"officer:{officer.key_fingerprint}", "request.created", ref, {
         "status": request.status, "type": request.type, "message_id": message.id, "missing": form.missing,
         "documents": [{"name": d.stored_name, "sha256": d.sha256} for d in documents]})])
-    session = AsyncSession()  # collects what `queue_reply` adds (typed for a session), flushed on `conn`
-    session.sync_session.bind = conn
-    try:
-        queue_status_reply(session, settings, request, message, officer, documents, in_reply_to,
-                           references)
-        session.sync_session.flush()
-    finally:
-        session.sync_session.close()
+    queue_reply_in(conn, settings, **status_reply(request, message, officer, documents, in_reply_to,
+                                                  references))
     history = [(kind, key, n) for kind, key, n in conn.execute(HISTORY, history_params(officer, request_id))]
     notify_reviewers_in(conn, new_request_notice(request, officer, reputation_text(officer, history)),
                         ref=ref, emergency=request.emergency)
@@ -158,6 +152,13 @@ def queue_status_reply(session: AsyncSession, settings: Settings, request: Reque
                        officer: Officer, documents: list[Document], in_reply_to: str | None,
                        references: list[str]) -> None:
     """The acknowledgement of a complete request, or the follow-up listing what is missing."""
+    queue_reply(session, settings, **status_reply(request, message, officer, documents, in_reply_to,
+                                                  references))
+
+
+def status_reply(request: Request, message: Message, officer: Officer, documents: list[Document],
+                 in_reply_to: str | None, references: list[str]) -> dict[str, Any]:
+    """`queue_status_reply`'s reply, as `queue_reply`'s arguments."""
     ref = request.ref
     if request.missing_fields:
         subject, kind = f"[{ref}] More information needed", "followup"
@@ -168,10 +169,9 @@ def queue_status_reply(session: AsyncSession, settings: Settings, request: Reque
                       case_number=request.case_number,
                       received_at=f"{message.received_at:%Y-%m-%d %H:%M} UTC",
                       fingerprint=officer.key_fingerprint, documents=_document_list(documents))
-    queue_reply(session, settings, kind=kind, recipient=officer.email,
-                recipient_fingerprint=officer.key_fingerprint, subject=subject, body=body,
-                request_id=request.id, in_reply_to=in_reply_to, references=references,
-                reply_to_message=message.id)
+    return {"kind": kind, "recipient": officer.email, "recipient_fingerprint": officer.key_fingerprint,
+            "subject": subject, "body": body, "request_id": request.id, "in_reply_to": in_reply_to,
+            "references": references, "reply_to_message": message.id}
 
 
 async def refuse_form(session: AsyncSession, settings: Settings, message: Message, officer: Officer,
