@@ -169,7 +169,7 @@ class Gateway:
         self._large_inbound = asyncio.Semaphore(work.gpg_threads)
         self.worker = Worker(core.db, handlers, lease_seconds=work.lease_seconds,
                              max_attempts=work.max_attempts, poll_seconds=work.poll_seconds,
-                             close_kinds=closed, preload=self.preloaded)
+                             close_kinds=closed, preload=self.preloaded, redoable_claims=True)
         self.chat_worker = None
         if self.chat is not None:  # chat jobs are sent by whichever process holds the chat duty
             self.chat_worker = Worker(

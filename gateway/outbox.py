@@ -425,7 +425,8 @@ class OutboxSender:
         before it only sends them again)."""
         if not sent:
             return
-        await self.db.write_sync(lambda conn: record_sent_in(conn, sent))
+        # redoable: lost with the machine, a reply is only sent again
+        await self.db.write_sync(lambda conn: record_sent_in(conn, sent), redoable=True)
         for r in sent:
             with _scope(r.row):
                 log.info("reply sent", extra={"outbox_id": r.row.id, "kind": r.row.kind})
@@ -496,6 +497,7 @@ class _Pipeline:
         """Claim up to `limit` due rows into the pipeline; True if it took all it asked for."""
         if limit <= 0:
             return True
+        # not `redoable`: what is sent next must be on disk first (also what was only redone)
         rows, suspended = await self.sender.db.write_sync(lambda conn: claim_due(conn, limit, self._lease))
         self.in_flight += len(rows)
         for row in rows:

@@ -55,7 +55,8 @@ def enqueue_in(conn: Connection, kind: str, *, message_id: int | None = None,
 
 
 async def claim_batch(db: Database, lease_seconds: float, max_attempts: int, kinds: tuple[str, ...],
-                      close_kinds: frozenset[str], limit: int, preload: Preload | None = None) -> list[Job]:
+                      close_kinds: frozenset[str], limit: int, preload: Preload | None = None,
+                      redoable: bool = False) -> list[Job]:
     """Up to `limit` jobs (queued and due, or with an expired lease) of the highest priority (the
     lowest number: mail that looks signed by a known key before the rest), oldest first, claimed
     in one transaction (one write lock and one commit for several jobs) with a lease: a worker
@@ -67,10 +68,11 @@ async def claim_batch(db: Database, lease_seconds: float, max_attempts: int, kin
     have nothing to do here (chat notifications with Telegram off): they are marked done here,
     instead of a transaction to claim and one to finish. Core statements on one connection: on
     SQLite the claim is one trip to the writer thread (`Database.write_sync`). The jobs returned
-    are transient `Job` objects holding the columns as claimed."""
+    are transient `Job` objects holding the columns as claimed. `redoable` (`Database.write_in_thread`):
+    a claim lost with the machine only runs the job again; not for jobs that send something out."""
     now = utcnow()
     return await db.write_sync(lambda conn: _claim(conn, now, lease_seconds, max_attempts, kinds,
-                                                   close_kinds, limit, preload))
+                                                   close_kinds, limit, preload), redoable=redoable)
 
 
 def _claim(conn: Connection, now: datetime, lease_seconds: float, max_attempts: int,

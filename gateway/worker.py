@@ -43,8 +43,11 @@ class Wakeup(asyncio.Event):
 class Worker:
     def __init__(self, db: Database, handlers: dict[str, JobHandler], *, lease_seconds: float,
                  max_attempts: int, poll_seconds: float, close_kinds: frozenset[str] = frozenset(),
-                 preload: queue.Preload | None = None) -> None:
+                 preload: queue.Preload | None = None, redoable_claims: bool = False) -> None:
         self.db = db
+        # claims that need not wait for the disk: for jobs that send nothing out themselves
+        # (what they queue is sent by the outbox, which waits for the disk before it sends)
+        self.redoable_claims = redoable_claims
         self.handlers = handlers
         self.preload = preload  # loads the claimed jobs' input in the claim's transaction
         self.close_kinds = close_kinds  # nothing to do for these: closed where claimed (queue.claim)
@@ -85,7 +88,7 @@ class Worker:
                 free = max(1, self._tasks - self._busy)
                 self._ready.extend(await queue.claim_batch(
                     self.db, self.lease_seconds, self.max_attempts, (*self.handlers, *self.close_kinds),
-                    self.close_kinds, free, self.preload))
+                    self.close_kinds, free, self.preload, self.redoable_claims))
                 self._more = len(self._ready) == free
                 if len(self._ready) > 1:
                     self.wakeup.wake()  # the other free tasks take theirs

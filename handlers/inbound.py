@@ -228,7 +228,7 @@ async def _record(ctx: ChainContext, job: Job, evaluation: Evaluation, documents
                           header_message_id=header_message_id)  # transient: read, never written
         set_ref(await ctx.db.write_sync(partial(
             record_new_request, settings=ctx.settings, message=message, officer=evaluation.officer,
-            evaluation=evaluation, form=form, documents=documents, job_id=job.id)))
+            evaluation=evaluation, form=form, documents=documents, job_id=job.id), redoable=True))
         return "accepted", None
     async with ctx.db.transaction() as session:
         # the bytes were read when the job was claimed: not loaded (nor opened) again
