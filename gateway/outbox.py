@@ -220,17 +220,9 @@ SUSPENDED = (select(Officer.email).join(Agency, Agency.id == Officer.agency_id)
                     or_(Officer.status != "active", Agency.status != "active")))
 
 
-async def _suspended_recipients(session: AsyncSession, recipients: set[str]) -> set[str]:
-    """The addresses of suspended officers (or of officers of a suspended agency) among these."""
-    if not recipients:
-        return set()
-    # `not Officer.active` in SQL: only the addresses come back, not officers and their agencies
-    # as ORM objects (this runs before each batch is sent)
-    return set(await session.scalars(SUSPENDED, {"b_recipients": sorted(recipients)}))
-
-
 def suspended_recipients_in(conn: Connection, recipients: set[str]) -> set[str]:
-    """`_suspended_recipients` on a connection (the claim's transaction)."""
+    """The addresses of suspended officers (or of officers of a suspended agency) among these:
+    only the addresses come back, not officers and their agencies as ORM objects."""
     if not recipients:
         return set()
     return set(conn.scalars(SUSPENDED, {"b_recipients": sorted(recipients)}))
@@ -432,11 +424,11 @@ class OutboxSender:
                 log.info("reply sent", extra={"outbox_id": r.row.id, "kind": r.row.kind})
 
     async def _suspended_now(self, recipients: set[str]) -> set[str]:
-        """Which of these officers (or their agencies) are suspended, as of now."""
+        """Which of these officers (or their agencies) are suspended, as of now (one statement,
+        on SQLite one trip to a reader thread: this runs before every batch is sent)."""
         if not recipients:
             return set()
-        async with self.db.reading() as session:
-            return await _suspended_recipients(session, recipients)
+        return await self.db.read_sync(lambda conn: suspended_recipients_in(conn, recipients))
 
     async def _failed_attempt(self, row: Outbox, error: str) -> None:
         async with self.db.transaction() as session:

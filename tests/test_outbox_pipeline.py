@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from email.parser import BytesHeaderParser
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 
-from gateway.models import Message, Outbox
-from gateway.outbox import MAX_IN_FLIGHT, queue_reply
+from gateway.models import Message, Officer, Outbox
+from gateway.outbox import MAX_IN_FLIGHT, SUSPENDED_HOLD, queue_reply
 from tests.conftest import Harness
 from tests.support.officer_keys import TestKey
 
@@ -44,3 +45,33 @@ async def test_more_replies_than_the_pipeline_holds_are_each_sent_once(
     for message_id, message in kept.items():
         assert message.raw == by_id[message_id].content
         assert message.state == "sent" and message.envelope_to == [alice.email]
+
+
+async def test_an_officer_suspended_while_their_reply_is_signed_gets_nothing(
+        gateway: Harness, alice: TestKey, bob: TestKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last look before the smarthost: the suspension lands after the claim's check, while
+    gpg signs the reply (the real signing, then the suspension, as a reviewer's would land)."""
+    pgp = gateway.core.pgp
+    sign = pgp.sign_and_encrypt_for_officer
+
+    async def sign_then_suspend(content: bytes, fingerprint: str) -> bytes:
+        armored = await sign(content, fingerprint)
+        async with gateway.core.db.transaction() as session:
+            await session.execute(update(Officer).where(Officer.email == alice.email)
+                                  .values(status="suspended"))
+        return armored
+
+    monkeypatch.setattr(pgp, "sign_and_encrypt_for_officer", sign_then_suspend)
+    async with gateway.core.db.transaction() as session:
+        for key in (alice, bob):
+            queue_reply(session, gateway.settings, kind="test", recipient=key.email,
+                        recipient_fingerprint=key.fingerprint, subject=f"For {key.name}", body="Text\n")
+    gateway.gateway.outbox.wakeup.set()
+    await gateway.settle()
+
+    assert gateway.replies(to=alice.email) == []
+    [reply] = gateway.replies(to=bob.email)
+    assert reply.subject == f"For {bob.name}"
+    async with gateway.core.db.reading() as session:
+        states = {row.recipient: (row.state, row.last_error) for row in await session.scalars(select(Outbox))}
+    assert states == {alice.email: ("held", SUSPENDED_HOLD), bob.email: ("sent", None)}
