@@ -115,6 +115,9 @@ CHAT_JOBS = ("chat_notify", "chat_reply")
 # worker tasks per gpg thread: while one job waits for gpg, others do their Python and database
 # work, so the gpg pool always has the next call queued instead of idling between jobs
 WORKERS_PER_GPG_THREAD = 4
+# jobs claimed ahead of the free tasks (Worker.prefetch): fewer claims under load, and a job
+# claimed later with a higher priority waits behind at most these few
+JOBS_AHEAD_PER_GPG_THREAD = 2
 
 
 class Background:
@@ -169,7 +172,8 @@ class Gateway:
         self._large_inbound = asyncio.Semaphore(work.gpg_threads)
         self.worker = Worker(core.db, handlers, lease_seconds=work.lease_seconds,
                              max_attempts=work.max_attempts, poll_seconds=work.poll_seconds,
-                             close_kinds=closed, preload=self.preloaded, redoable_claims=True)
+                             close_kinds=closed, preload=self.preloaded, redoable_claims=True,
+                             prefetch=work.gpg_threads * JOBS_AHEAD_PER_GPG_THREAD)
         self.chat_worker = None
         if self.chat is not None:  # chat jobs are sent by whichever process holds the chat duty
             self.chat_worker = Worker(

@@ -43,11 +43,15 @@ class Wakeup(asyncio.Event):
 class Worker:
     def __init__(self, db: Database, handlers: dict[str, JobHandler], *, lease_seconds: float,
                  max_attempts: int, poll_seconds: float, close_kinds: frozenset[str] = frozenset(),
-                 preload: queue.Preload | None = None, redoable_claims: bool = False) -> None:
+                 preload: queue.Preload | None = None, redoable_claims: bool = False,
+                 prefetch: int = 0) -> None:
         self.db = db
         # claims that need not wait for the disk: for jobs that send nothing out themselves
         # (what they queue is sent by the outbox, which waits for the disk before it sends)
         self.redoable_claims = redoable_claims
+        # jobs claimed beyond the free tasks, for the next tasks to free up: under load a task
+        # frees up at a time, and claiming one job each time cost a write transaction per job
+        self.prefetch = prefetch
         self.handlers = handlers
         self.preload = preload  # loads the claimed jobs' input in the claim's transaction
         self.close_kinds = close_kinds  # nothing to do for these: closed where claimed (queue.claim)
@@ -86,10 +90,11 @@ class Worker:
             if not self._ready and (self.wakeup.rings != self._answered or self._more):
                 self._answered = self.wakeup.rings
                 free = max(1, self._tasks - self._busy)
+                wanted = free + self.prefetch
                 self._ready.extend(await queue.claim_batch(
                     self.db, self.lease_seconds, self.max_attempts, (*self.handlers, *self.close_kinds),
-                    self.close_kinds, free, self.preload, self.redoable_claims))
-                self._more = len(self._ready) == free
+                    self.close_kinds, wanted, self.preload, self.redoable_claims))
+                self._more = len(self._ready) == wanted
                 if len(self._ready) > 1:
                     self.wakeup.wake()  # the other free tasks take theirs
             return self._ready.popleft() if self._ready else None
