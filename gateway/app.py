@@ -97,7 +97,8 @@ async def open_core(settings: Settings, check_schema: bool = True) -> Core:
             if (settings.data_dir / name).exists():
                 os.chmod(settings.data_dir / name, 0o600)
     pgp = OpenPGP(settings.gnupg_home, threads=settings.worker.gpg_threads,
-                  max_plaintext_bytes=4 * settings.smtp.max_message_bytes)
+                  max_plaintext_bytes=4 * settings.smtp.max_message_bytes,
+                  timeout=settings.worker.gpg_timeout_seconds)
     fingerprint, created = await pgp.ensure_gateway_key(settings.gateway.address,
                                                         settings.gateway.name)
     if check_schema:  # the data keys live in the database: not for the commands that migrate it

@@ -93,6 +93,9 @@ class PolicySettings:
 @dataclass(frozen=True)
 class WorkerSettings:
     gpg_threads: int = 2
+    # a gpg call (verify, sign, encrypt, decrypt) still running after this is killed, and the job
+    # or reply tried again later (gateway/gpgstream.py)
+    gpg_timeout_seconds: float = 120.0
     poll_seconds: float = 0.5
     max_attempts: int = 5
     lease_seconds: float = 300.0
@@ -459,6 +462,7 @@ def _check_semantics(s: Settings) -> None:
     positive = {
         "smtp.max_message_bytes": s.smtp.max_message_bytes,
         "worker.gpg_threads": s.worker.gpg_threads,
+        "worker.gpg_timeout_seconds": s.worker.gpg_timeout_seconds,
         "worker.max_attempts": s.worker.max_attempts,
         "worker.poll_seconds": s.worker.poll_seconds,
         "policy.pdf_text_seconds": s.policy.pdf_text_seconds,

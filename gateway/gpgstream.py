@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import subprocess
+import time
 from typing import Any
 
 import gnupg
 
 WRITE_CHUNK = 1 << 20
+DEFAULT_TIMEOUT = 120.0  # seconds a gpg call may take, input written and output read
+
+
+class GpgTimeout(Exception):
+    """gpg did not finish in time (and was killed): not a verdict on the data, a failure of ours
+    (an overloaded machine, a gpg or agent that hangs); deliberately not an OSError, which the
+    callers read as "gpg stopped reading the input"."""
 STATUS_PREFIX = "[GNUPG:] "
 MEMFD = hasattr(os, "memfd_create")  # Linux; elsewhere python-gnupg's own exchange
 
@@ -59,7 +68,10 @@ def _in_memory(fileobj: Any) -> memoryview | None:
 
 class LeanGPG(gnupg.GPG):
     """python-gnupg's GPG; calls with data in memory and no passphrase exchange with gpg in the
-    calling thread (`exchange`) instead of three threads of their own."""
+    calling thread (`exchange`) instead of three threads of their own, and give up on a gpg that
+    has not finished within `timeout` seconds (GpgTimeout)."""
+
+    timeout: float = DEFAULT_TIMEOUT
 
     def _handle_io(self, args: list[str], fileobj_or_path: Any, result: Any,
                    passphrase: str | None = None, binary: bool = False) -> Any:
@@ -69,11 +81,12 @@ class LeanGPG(gnupg.GPG):
         if data is None:
             return super()._handle_io(args, fileobj_or_path, result, passphrase, binary)
         with data:
-            exchange(self, args, data, result)
+            exchange(self, args, data, result, self.timeout)
         return result
 
 
-def exchange(gpg: gnupg.GPG, args: list[str], data: memoryview, result: Any) -> None:
+def exchange(gpg: gnupg.GPG, args: list[str], data: memoryview, result: Any,
+             timeout: float = DEFAULT_TIMEOUT) -> None:
     """Run gpg with python-gnupg's command line for `args`, write `data` to its stdin, put its
     stdout in `result.data` and feed the status lines on stderr to `result.handle_status`, as
     `GPG._handle_io` does. Like it, raises BrokenPipeError (after gpg has ended and its status
@@ -82,25 +95,24 @@ def exchange(gpg: gnupg.GPG, args: list[str], data: memoryview, result: Any) -> 
     gpg's stdout and stderr are memory files (memfd: RAM, like the process's own memory, never
     disk; plaintext of a decryption goes there), read once gpg has ended: nothing has to drain
     them while stdin is written, so the calling thread wakes once per write and once at the end
-    instead of for every status line gpg writes."""
+    instead of for every status line gpg writes. A gpg still running `timeout` seconds after it
+    was started (reading its input or not) is killed, and GpgTimeout raised."""
     out = os.memfd_create("gpg-stdout", os.MFD_CLOEXEC)
     try:
         err = os.memfd_create("gpg-stderr", os.MFD_CLOEXEC)
         try:
+            deadline = time.monotonic() + timeout
             process = subprocess.Popen(gpg.make_args(args, False), stdin=subprocess.PIPE, stdout=out,
                                        stderr=err, env=gpg.env)
             assert process.stdin is not None
             broken: BrokenPipeError | None = None
             try:
                 with process.stdin:
-                    stdin = process.stdin.fileno()
-                    sent = 0
-                    while sent < len(data):
-                        sent += os.write(stdin, data[sent:sent + WRITE_CHUNK])
+                    _write_all(process.stdin.fileno(), data, deadline)
             except BrokenPipeError as exc:  # gpg stopped reading
                 broken = exc
             finally:
-                result.returncode = process.wait()
+                result.returncode = _wait(process, deadline, timeout)
             result.data = _contents(out)
             _feed_status(gpg, _contents(err), result)
         finally:
@@ -109,6 +121,32 @@ def exchange(gpg: gnupg.GPG, args: list[str], data: memoryview, result: Any) -> 
         os.close(out)
     if broken is not None:
         raise broken
+
+
+def _write_all(fd: int, data: memoryview, deadline: float) -> None:
+    """Write `data` to gpg's stdin; a gpg that stops reading makes the pipe full, and waiting for
+    room ends at the deadline (the caller then kills it)."""
+    os.set_blocking(fd, False)
+    room = select.poll()  # not select(): a server's descriptors may be numbered past 1024
+    room.register(fd, select.POLLOUT)
+    sent = 0
+    while sent < len(data):
+        try:
+            sent += os.write(fd, data[sent:sent + WRITE_CHUNK])
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0 or not room.poll(left * 1000):
+                return  # out of time: `_wait` kills gpg and says so
+
+
+def _wait(process: subprocess.Popen[bytes], deadline: float, timeout: float) -> int:
+    """gpg's exit status; a gpg still running at the deadline is killed (and reaped) instead."""
+    try:
+        return process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise GpgTimeout(f"gpg did not finish within {timeout:g} s and was stopped") from None
 
 
 def _contents(fd: int) -> bytes:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import gnupg
 
-from gateway.gpgstream import LeanGPG, verify_detached
+from gateway.gpgstream import DEFAULT_TIMEOUT, GpgTimeout, LeanGPG, verify_detached
 
 log = logging.getLogger(__name__)
 logging.getLogger("gnupg").setLevel(logging.ERROR)  # its debug lines would echo message bytes
@@ -209,11 +209,13 @@ class _CryptRecorder(gnupg.Crypt):
 class OpenPGP:
     """The gateway's keyring and key: verify officers' mail, sign and encrypt our replies."""
 
-    def __init__(self, home: Path, threads: int = 2, max_plaintext_bytes: int = 100 * 1024 * 1024) -> None:
+    def __init__(self, home: Path, threads: int = 2, max_plaintext_bytes: int = 100 * 1024 * 1024,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.home = home
         self.max_plaintext_bytes = max_plaintext_bytes
         self._gpg = LeanGPG(gnupghome=str(home), options=list(GPG_OPTIONS))  # gateway/gpgstream.py
+        self._gpg.timeout = timeout  # verify, sign, encrypt, decrypt: a hung gpg is killed
         if self._gpg.version is None or self._gpg.version < MIN_GPG_VERSION:
             # python-gnupg reads status lines from stderr: only gpg >= 2.2.8 escapes file names
             # there (CVE-2018-12020)
@@ -227,7 +229,13 @@ class OpenPGP:
         self._status_cache: dict[str, _CachedStatus] = {}  # see key_status
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        """`fn` in the gpg pool. A gpg call that timed out is an OpenPGPError like any failure of
+        ours: the job or the reply is tried again later, and after its last attempt a human
+        looks at it; a message is never judged by a gpg that did not finish."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except GpgTimeout as exc:
+            raise OpenPGPError(str(exc)) from exc
 
     def close(self) -> None:
         """Stop the thread pool and this keyring's gpg-agent (it would outlive us otherwise)."""

@@ -8,10 +8,12 @@ thread, and must fail the way python-gnupg fails when gpg stops reading its inpu
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import gnupg
 import pytest
 
-from gateway.gpgstream import LeanGPG, verify_detached
+from gateway.gpgstream import GpgTimeout, LeanGPG, verify_detached
 from gateway.pgp import GPG_OPTIONS, OpenPGP, _CryptRecorder, _StatusRecorder, judge_status_lines
 from tests.support import mail_strategies as ms
 from tests.support.officer_keys import OfficerKeyring, TestKey
@@ -193,3 +195,57 @@ async def test_gpg_refusing_a_recipient_before_reading_is_an_openpgp_error(home:
             await pgp.wrap_data_key(b"k" * 2_000_000, nobody)
     finally:
         pgp._pool.shutdown()
+
+
+def _gpg_children() -> list[str]:
+    """This process's child processes named gpg (or sleep, the hanging stand-in), with their state."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        state, ppid = text[text.rindex(")") + 2:].split()[:2]
+        if int(ppid) == os.getpid() and name in ("gpg", "sleep"):
+            found.append(f"{name} {state}")
+    return found
+
+
+@pytest.mark.parametrize("size", [100, 3_000_000], ids=["small", "more-than-a-pipe"])
+def test_a_gpg_that_hangs_is_killed_at_the_timeout(home: Path, tmp_path: Path, size: int) -> None:
+    """gpg blocked opening its signature file (a FIFO nobody writes): with little data it hangs in
+    the wait, with more than a pipe holds in the write. Either way it is killed and reaped at the
+    timeout, and the caller gets GpgTimeout (not an OSError, which would read as a bad signature)."""
+    fifo = tmp_path / "sig.fifo"
+    os.mkfifo(fifo)
+    lean = both(home)[1]
+    lean.timeout = 0.5
+    started = time.monotonic()
+    with pytest.raises(GpgTimeout, match=r"did not finish within 0\.5 s"):
+        verify_detached(lean, str(fifo), memoryview(b"x" * size))
+    assert time.monotonic() - started < 10
+    assert _gpg_children() == []
+
+
+async def test_a_gpg_timeout_is_an_openpgp_error_not_a_verdict(home: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the gateway's keyring: a verification whose gpg hangs (here a gpg that sleeps before
+    verifying) raises OpenPGPError, so the job is tried again and finally shunted for a human; it
+    never becomes a bad_signature refusal sent to the officer."""
+    from gateway.pgp import OpenPGPError
+
+    real = shutil.which("gpg")
+    assert real is not None
+    wrapper = tmp_path / "bin" / "gpg"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *--verify*) exec sleep 30;; esac\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    pgp = OpenPGP(home, timeout=0.5)
+    try:
+        with pytest.raises(OpenPGPError, match=r"did not finish within 0\.5 s"):
+            await pgp.verify_detached_signature(BODY, b"-----BEGIN PGP SIGNATURE-----\n")
+    finally:
+        pgp._pool.shutdown()
+    assert _gpg_children() == []
