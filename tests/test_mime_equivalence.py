@@ -276,3 +276,26 @@ def test_a_header_block_is_rebuilt_as_the_parser_leaves_it(raw: bytes) -> None:
         except old._Irregular:
             reference = None
         assert ours == reference
+
+
+def test_the_shortcuts_are_taken() -> None:
+    """The equivalence above is only worth something if the new paths run: a regular signed request
+    finds its delimiters without an expression made for its boundary; a body of many
+    delimiter-like lines still takes the expression."""
+    calls: dict[str, int] = {"matched": 0}
+    matched = mime._matched_delimiters
+
+    def counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any) -> Any:
+            calls[name] += 1
+            return function(*args)
+        return counted
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mime, "_matched_delimiters", counting("matched", matched))
+        structure = mime.split_signed(EDGES["with a PDF"], allow_inline=False)
+        assert isinstance(structure, PgpMimeSigned)
+        content = mime.read_signed_content(structure.signed_bytes)
+        assert content.text and content.attachments and calls == {"matched": 0}
+        mime.split_signed(EDGES["many delimiter-like lines"], allow_inline=False)
+        assert calls["matched"] > 0
