@@ -22,7 +22,8 @@ from email import errors, policy
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from email.parser import BytesHeaderParser, BytesParser
-from functools import partial
+from functools import lru_cache, partial
+from typing import Any, TypeVar
 
 from gateway.spool import CHUNK, HEAD, RECORD, SPOOL_DIR, Spool
 
@@ -181,7 +182,68 @@ def split_head_body(entity: Buffer) -> tuple[bytes, Buffer]:
 
 
 def parse_headers(head: bytes) -> Compat32Message:
-    return BytesHeaderParser().parsebytes(head + b"\r\n", headersonly=True)
+    """The header block as the email package's parser reads it (compat32: raw values)."""
+    return _rebuilt(Compat32Message(), _raw_head(head))
+
+
+@dataclass(frozen=True)
+class RawHead:
+    """What the email package's parser reads from a header block: the same under every policy
+    (policy.py: header_source_parse "is the same as Compat32"), so one parse serves both the
+    compat32 structure checks and the policy.default reading of the signed part."""
+
+    items: tuple[tuple[str, str], ...]  # (name, raw value), in order, duplicates kept
+    unixfrom: str | None
+    defects: tuple[errors.MessageDefect, ...]
+    leftover: str  # lines the parser handed back as body (a "From " line at the end of the block)
+
+
+class _HeadOnly(Compat32Message):
+    """A parsed header block that keeps, exactly, what the parser handed back as body
+    (get_payload would decode it)."""
+
+    leftover = ""
+
+    def set_payload(self, payload: Any, charset: Any = None) -> None:
+        self.leftover = payload
+        super().set_payload(payload, charset)
+
+
+def _raw_head(head: bytes) -> RawHead:
+    """`_read_raw_head`, from a small cache: the outer header block is read by the From check
+    and the structure check, a part's by the structure check and by `read_signed_content`, and
+    a client's part header blocks repeat from one message to the next."""
+    return _cached_raw_head(head) if len(head) <= CACHED_HEAD_BYTES else _read_raw_head(head)
+
+
+CACHED_HEAD_BYTES = 8 * 1024  # larger header blocks (none honest) are parsed each time, not kept
+CACHED_HEADS = 128  # at most ≈2 MiB of header blocks (and as much of what was read from them)
+
+
+@lru_cache(maxsize=CACHED_HEADS)
+def _cached_raw_head(head: bytes) -> RawHead:
+    return _read_raw_head(head)
+
+
+def _read_raw_head(head: bytes) -> RawHead:
+    parsed = BytesHeaderParser(_HeadOnly).parsebytes(head + b"\r\n", headersonly=True)
+    assert isinstance(parsed, _HeadOnly)
+    return RawHead(tuple(parsed.raw_items()), parsed.get_unixfrom(), tuple(parsed.defects), parsed.leftover)
+
+
+MessageT = TypeVar("MessageT", bound=Compat32Message)
+
+
+def _rebuilt(message: MessageT, raw: RawHead) -> MessageT:
+    """An empty message given what the parser would have set on it: the same object a parse of
+    the header block gives, without parsing it again."""
+    for name, value in raw.items:
+        message.set_raw(name, value)
+    if raw.unixfrom is not None:
+        message.set_unixfrom(raw.unixfrom)
+    message.defects.extend(raw.defects)
+    message.set_payload(raw.leftover)
+    return message
 
 
 @dataclass(frozen=True)
@@ -218,7 +280,20 @@ def header_problem(head: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Refusal 
 
     The standard library's address and parameter parsers take quadratic time on some inputs, so an
     unsigned header of a few hundred kilobytes could stall the gateway; no honest mail needs that.
+    A block is checked more than once per message (the From check, the structure check, the parts
+    of multipart/signed again): a small one's answer is kept (`_block_problem` is pure).
     """
+    if len(head) <= CACHED_HEAD_BYTES:
+        return _cached_block_problem(head, limits)
+    return _block_problem(head, limits)
+
+
+@lru_cache(maxsize=CACHED_HEADS)
+def _cached_block_problem(head: bytes, limits: MimeLimits) -> Refusal | None:
+    return _block_problem(head, limits)
+
+
+def _block_problem(head: bytes, limits: MimeLimits) -> Refusal | None:
     if len(head) > limits.max_header_bytes:
         return Refusal("headers_too_large", f"a header block is {len(head)} bytes long, more than the "
                        f"{limits.max_header_bytes} bytes accepted: send the message without extra headers")
@@ -699,8 +774,7 @@ class _Irregular(Exception):
 
 def _part_headers(head: bytes, default_type: str | None = None) -> EmailMessage:
     """A part's header block as the email package reads it (policy.default), without its body."""
-    headers: EmailMessage = BytesParser(policy=policy.default).parsebytes(  # type: ignore[assignment]
-        head + b"\r\n", headersonly=True)
+    headers = _rebuilt(EmailMessage(policy=policy.default), _raw_head(head))
     if any(isinstance(d, (errors.MissingHeaderBodySeparatorDefect, errors.MisplacedEnvelopeHeaderDefect))
            for d in headers.defects):
         raise _Irregular
