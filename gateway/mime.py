@@ -22,6 +22,7 @@ from email import errors, policy
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from email.parser import BytesHeaderParser, BytesParser
+from email.policy import EmailPolicy
 from functools import lru_cache, partial
 from typing import Any, TypeVar
 
@@ -772,9 +773,32 @@ class _Irregular(Exception):
     with a line that is no header, bare LF line endings)."""
 
 
+class SharedHeaderObjects(EmailPolicy):
+    """policy.default, except that the header object of a (name, raw value) is made once and
+    shared. policy.default makes a new one each time a header is asked for (get_content_type,
+    get_param, get_filename each ask again), and parsing a Content-Type that way is most of what
+    reading a part costs. The objects are immutable (str subclasses) and the registry's parse is
+    a pure function of the name and the value, so sharing them changes no answer."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if type(name) is str and type(value) is str and len(value) <= CACHED_VALUE_CHARS:
+            return _header_object(name, value)
+        return policy.default.header_fetch_parse(name, value)
+
+
+CACHED_VALUE_CHARS = 200  # longer values (no honest Content-* header) are parsed each time, not kept
+CACHED_VALUES = 32  # a header object holds its parse tree: ≈12 KB for an honest value, ≈150 KB at most
+READING = SharedHeaderObjects()
+
+
+@lru_cache(maxsize=CACHED_VALUES)
+def _header_object(name: str, value: str) -> Any:
+    return policy.default.header_fetch_parse(name, value)
+
+
 def _part_headers(head: bytes, default_type: str | None = None) -> EmailMessage:
     """A part's header block as the email package reads it (policy.default), without its body."""
-    headers = _rebuilt(EmailMessage(policy=policy.default), _raw_head(head))
+    headers = _rebuilt(EmailMessage(policy=READING), _raw_head(head))
     if any(isinstance(d, (errors.MissingHeaderBodySeparatorDefect, errors.MisplacedEnvelopeHeaderDefect))
            for d in headers.defects):
         raise _Irregular
