@@ -732,7 +732,7 @@ def read_signed_content(signed_bytes: Buffer) -> SignedContent:
             raise _Irregular  # the cut below reads CRLF lines, like the signature
         entity = _part_headers(_part_head_body(view)[0])
         leaves: list[tuple[EmailMessage, Callable[[], EmailMessage], Callable[[], Decoded]]] = [
-            (headers, partial(_parsed, part, headers), partial(_decoded_leaf, part, headers))
+            (headers, partial(_text_part, part, headers), partial(_decoded_leaf, part, headers))
             for headers, part in _leaves(view, entity)]
     except _Irregular:
         entity = BytesParser(policy=policy.default).parsebytes(bytes(view))  # type: ignore[assignment]
@@ -846,6 +846,22 @@ def _parsed(part: memoryview, headers: EmailMessage) -> EmailMessage:
     if "content-type" not in parsed:
         parsed.set_default_type(headers.get_default_type())
     return parsed
+
+
+def _text_part(part: memoryview, headers: EmailMessage) -> EmailMessage:
+    """`_parsed` of a text leaf, without parsing its header block again: the parser takes what
+    follows the header block of a text part as it is, so the part is its header block and its
+    body. A part whose header block handed a line back as body (a "From " line at its end) is
+    parsed whole, as before."""
+    head, body = _part_head_body(part)
+    raw = _raw_head(head)
+    if raw.leftover:
+        return _parsed(part, headers)
+    whole = _rebuilt(EmailMessage(policy=READING), raw)
+    whole.set_payload(bytes(body).decode("ascii", "surrogateescape"))
+    if "content-type" not in whole:
+        whole.set_default_type(headers.get_default_type())
+    return whole
 
 
 def _payload(part: EmailMessage) -> bytes:

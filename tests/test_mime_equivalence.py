@@ -280,10 +280,10 @@ def test_a_header_block_is_rebuilt_as_the_parser_leaves_it(raw: bytes) -> None:
 
 def test_the_shortcuts_are_taken() -> None:
     """The equivalence above is only worth something if the new paths run: a regular signed request
-    finds its delimiters without an expression made for its boundary; a body of many
-    delimiter-like lines still takes the expression."""
-    calls: dict[str, int] = {"matched": 0}
-    matched = mime._matched_delimiters
+    finds its delimiters without an expression made for its boundary and reads its text part
+    without parsing it again; a body of many delimiter-like lines still takes the expression."""
+    calls: dict[str, int] = {"matched": 0, "parsed": 0}
+    matched, parsed = mime._matched_delimiters, mime._parsed
 
     def counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any) -> Any:
@@ -293,9 +293,10 @@ def test_the_shortcuts_are_taken() -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(mime, "_matched_delimiters", counting("matched", matched))
+        patch.setattr(mime, "_parsed", counting("parsed", parsed))
         structure = mime.split_signed(EDGES["with a PDF"], allow_inline=False)
         assert isinstance(structure, PgpMimeSigned)
         content = mime.read_signed_content(structure.signed_bytes)
-        assert content.text and content.attachments and calls == {"matched": 0}
+        assert content.text and content.attachments and calls == {"matched": 0, "parsed": 0}
         mime.split_signed(EDGES["many delimiter-like lines"], allow_inline=False)
         assert calls["matched"] > 0
