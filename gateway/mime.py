@@ -16,13 +16,15 @@ import binascii
 import hashlib
 import quopri
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email import errors, policy
 from email.message import EmailMessage
 from email.message import Message as Compat32Message
 from email.parser import BytesHeaderParser, BytesParser
-from functools import partial
+from email.policy import EmailPolicy
+from functools import lru_cache, partial
+from typing import Any, TypeVar
 
 from gateway.spool import CHUNK, HEAD, RECORD, SPOOL_DIR, Spool
 
@@ -181,7 +183,68 @@ def split_head_body(entity: Buffer) -> tuple[bytes, Buffer]:
 
 
 def parse_headers(head: bytes) -> Compat32Message:
-    return BytesHeaderParser().parsebytes(head + b"\r\n", headersonly=True)
+    """The header block as the email package's parser reads it (compat32: raw values)."""
+    return _rebuilt(Compat32Message(), _raw_head(head))
+
+
+@dataclass(frozen=True)
+class RawHead:
+    """What the email package's parser reads from a header block: the same under every policy
+    (policy.py: header_source_parse "is the same as Compat32"), so one parse serves both the
+    compat32 structure checks and the policy.default reading of the signed part."""
+
+    items: tuple[tuple[str, str], ...]  # (name, raw value), in order, duplicates kept
+    unixfrom: str | None
+    defects: tuple[errors.MessageDefect, ...]
+    leftover: str  # lines the parser handed back as body (a "From " line at the end of the block)
+
+
+class _HeadOnly(Compat32Message):
+    """A parsed header block that keeps, exactly, what the parser handed back as body
+    (get_payload would decode it)."""
+
+    leftover = ""
+
+    def set_payload(self, payload: Any, charset: Any = None) -> None:
+        self.leftover = payload
+        super().set_payload(payload, charset)
+
+
+def _raw_head(head: bytes) -> RawHead:
+    """`_read_raw_head`, from a small cache: the outer header block is read by the From check
+    and the structure check, a part's by the structure check and by `read_signed_content`, and
+    a client's part header blocks repeat from one message to the next."""
+    return _cached_raw_head(head) if len(head) <= CACHED_HEAD_BYTES else _read_raw_head(head)
+
+
+CACHED_HEAD_BYTES = 8 * 1024  # larger header blocks (none honest) are parsed each time, not kept
+CACHED_HEADS = 128  # at most ≈2 MiB of header blocks (and as much of what was read from them)
+
+
+@lru_cache(maxsize=CACHED_HEADS)
+def _cached_raw_head(head: bytes) -> RawHead:
+    return _read_raw_head(head)
+
+
+def _read_raw_head(head: bytes) -> RawHead:
+    parsed = BytesHeaderParser(_HeadOnly).parsebytes(head + b"\r\n", headersonly=True)
+    assert isinstance(parsed, _HeadOnly)
+    return RawHead(tuple(parsed.raw_items()), parsed.get_unixfrom(), tuple(parsed.defects), parsed.leftover)
+
+
+MessageT = TypeVar("MessageT", bound=Compat32Message)
+
+
+def _rebuilt(message: MessageT, raw: RawHead) -> MessageT:
+    """An empty message given what the parser would have set on it: the same object a parse of
+    the header block gives, without parsing it again."""
+    for name, value in raw.items:
+        message.set_raw(name, value)
+    if raw.unixfrom is not None:
+        message.set_unixfrom(raw.unixfrom)
+    message.defects.extend(raw.defects)
+    message.set_payload(raw.leftover)
+    return message
 
 
 @dataclass(frozen=True)
@@ -218,7 +281,20 @@ def header_problem(head: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> Refusal 
 
     The standard library's address and parameter parsers take quadratic time on some inputs, so an
     unsigned header of a few hundred kilobytes could stall the gateway; no honest mail needs that.
+    A block is checked more than once per message (the From check, the structure check, the parts
+    of multipart/signed again): a small one's answer is kept (`_block_problem` is pure).
     """
+    if len(head) <= CACHED_HEAD_BYTES:
+        return _cached_block_problem(head, limits)
+    return _block_problem(head, limits)
+
+
+@lru_cache(maxsize=CACHED_HEADS)
+def _cached_block_problem(head: bytes, limits: MimeLimits) -> Refusal | None:
+    return _block_problem(head, limits)
+
+
+def _block_problem(head: bytes, limits: MimeLimits) -> Refusal | None:
     if len(head) > limits.max_header_bytes:
         return Refusal("headers_too_large", f"a header block is {len(head)} bytes long, more than the "
                        f"{limits.max_header_bytes} bytes accepted: send the message without extra headers")
@@ -434,23 +510,64 @@ def _split_parts(headers: Compat32Message, body: Buffer) -> list[Buffer] | Refus
 
 def _delimited_parts(body: Buffer, boundary: str, strict: bool = False) -> list[Buffer] | None:
     """The parts between delimiter lines. Without a close delimiter: None when `strict`, else the
-    last part runs to the end of the body, as the standard library's parser reads it."""
-    delimiter = re.compile(
-        rb"(?:\A|\r\n)--" + re.escape(boundary.encode("ascii", "replace")) + rb"(--)?[ \t]*(?=\r\n|\Z)"
-    )
+    last part runs to the end of the body, as the standard library's parser reads it.
+
+    Found with bytes.find (`_found_delimiters`): a regular expression made for each boundary
+    costs ≈50 µs to compile, and every message has boundaries of its own. A large body (which
+    find would need copied) or one with many candidate lines takes the compiled expression."""
+    marker = b"--" + boundary.encode("ascii", "replace")
+    delimiters: Iterable[Delimiter] | None = None
+    if len(body) <= FIND_BODY_BYTES:
+        delimiters = _found_delimiters(body if isinstance(body, bytes) else bytes(body), marker)
+    if delimiters is None:
+        delimiters = _matched_delimiters(body, marker)
     parts: list[Buffer] = []
     start: int | None = None
-    for match in delimiter.finditer(body):
+    for begin, end, close in delimiters:
         if start is not None:
-            parts.append(body[start : match.start()])
-        if match.group(1):  # the close delimiter: what follows is the epilogue
+            parts.append(body[start:begin])
+        if close:  # the close delimiter: what follows is the epilogue
             return parts
-        start = match.end() + 2
+        start = end + 2
     if strict:
         return None
     if start is not None:
         parts.append(body[start:])
     return parts
+
+
+FIND_BODY_BYTES = 256 * 1024  # larger bodies are searched in place, not copied for bytes.find
+FIND_CANDIDATES = 64  # more lines that start like a delimiter: the compiled expression reads them
+# what may follow the boundary on a delimiter line (RFC 2046 5.1.1: "--" closes, then blanks)
+DELIMITER_TAIL = re.compile(rb"(--)?[ \t]*(?=\r\n|\Z)")
+Delimiter = tuple[int, int, bool]  # where the line starts (its CRLF), where it ends, whether it closes
+
+
+def _matched_delimiters(body: Buffer, marker: bytes) -> Iterator[Delimiter]:
+    """The delimiter lines found by a regular expression made for this boundary (lazily: what
+    follows the close delimiter is not searched)."""
+    delimiter = re.compile(rb"(?:\A|\r\n)" + re.escape(marker) + DELIMITER_TAIL.pattern)
+    return ((m.start(), m.end(), bool(m.group(1))) for m in delimiter.finditer(body))
+
+
+def _found_delimiters(body: bytes, marker: bytes) -> list[Delimiter] | None:
+    """The delimiter lines `_matched_delimiters` finds, found with bytes.find: each place where
+    CRLF (or the start of the body) and the marker begin, leftmost first and never overlapping,
+    with `DELIMITER_TAIL` after the marker; up to the close delimiter, as that is all that is
+    read. None after FIND_CANDIDATES candidates (hostile input: a line after line of them)."""
+    found: list[Delimiter] = []
+    needle = b"\r\n" + marker
+    candidate, skip = (0, len(marker)) if body.startswith(marker) else (body.find(needle), len(needle))
+    for _ in range(FIND_CANDIDATES):
+        if candidate < 0:
+            return found
+        tail = DELIMITER_TAIL.match(body, candidate + skip)
+        if tail:
+            found.append((candidate, tail.end(), bool(tail.group(1))))
+            if tail.group(1):
+                return found
+        candidate, skip = body.find(needle, tail.end() if tail else candidate + 1), len(needle)
+    return None
 
 
 def _decode_transfer(body: Buffer, headers: Compat32Message) -> bytes | None:
@@ -615,7 +732,7 @@ def read_signed_content(signed_bytes: Buffer) -> SignedContent:
             raise _Irregular  # the cut below reads CRLF lines, like the signature
         entity = _part_headers(_part_head_body(view)[0])
         leaves: list[tuple[EmailMessage, Callable[[], EmailMessage], Callable[[], Decoded]]] = [
-            (headers, partial(_parsed, part, headers), partial(_decoded_leaf, part, headers))
+            (headers, partial(_text_part, part, headers), partial(_decoded_leaf, part, headers))
             for headers, part in _leaves(view, entity)]
     except _Irregular:
         entity = BytesParser(policy=policy.default).parsebytes(bytes(view))  # type: ignore[assignment]
@@ -656,10 +773,32 @@ class _Irregular(Exception):
     with a line that is no header, bare LF line endings)."""
 
 
+class SharedHeaderObjects(EmailPolicy):
+    """policy.default, except that the header object of a (name, raw value) is made once and
+    shared. policy.default makes a new one each time a header is asked for (get_content_type,
+    get_param, get_filename each ask again), and parsing a Content-Type that way is most of what
+    reading a part costs. The objects are immutable (str subclasses) and the registry's parse is
+    a pure function of the name and the value, so sharing them changes no answer."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if type(name) is str and type(value) is str and len(value) <= CACHED_VALUE_CHARS:
+            return _header_object(name, value)
+        return policy.default.header_fetch_parse(name, value)
+
+
+CACHED_VALUE_CHARS = 200  # longer values (no honest Content-* header) are parsed each time, not kept
+CACHED_VALUES = 32  # a header object holds its parse tree: ≈12 KB for an honest value, ≈150 KB at most
+READING = SharedHeaderObjects()
+
+
+@lru_cache(maxsize=CACHED_VALUES)
+def _header_object(name: str, value: str) -> Any:
+    return policy.default.header_fetch_parse(name, value)
+
+
 def _part_headers(head: bytes, default_type: str | None = None) -> EmailMessage:
     """A part's header block as the email package reads it (policy.default), without its body."""
-    headers: EmailMessage = BytesParser(policy=policy.default).parsebytes(  # type: ignore[assignment]
-        head + b"\r\n", headersonly=True)
+    headers = _rebuilt(EmailMessage(policy=READING), _raw_head(head))
     if any(isinstance(d, (errors.MissingHeaderBodySeparatorDefect, errors.MisplacedEnvelopeHeaderDefect))
            for d in headers.defects):
         raise _Irregular
@@ -707,6 +846,22 @@ def _parsed(part: memoryview, headers: EmailMessage) -> EmailMessage:
     if "content-type" not in parsed:
         parsed.set_default_type(headers.get_default_type())
     return parsed
+
+
+def _text_part(part: memoryview, headers: EmailMessage) -> EmailMessage:
+    """`_parsed` of a text leaf, without parsing its header block again: the parser takes what
+    follows the header block of a text part as it is, so the part is its header block and its
+    body. A part whose header block handed a line back as body (a "From " line at its end) is
+    parsed whole, as before."""
+    head, body = _part_head_body(part)
+    raw = _raw_head(head)
+    if raw.leftover:
+        return _parsed(part, headers)
+    whole = _rebuilt(EmailMessage(policy=READING), raw)
+    whole.set_payload(bytes(body).decode("ascii", "surrogateescape"))
+    if "content-type" not in whole:
+        whole.set_default_type(headers.get_default_type())
+    return whole
 
 
 def _payload(part: EmailMessage) -> bytes:
