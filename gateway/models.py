@@ -150,7 +150,7 @@ class Message(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     direction: Mapped[str] = mapped_column(String(10))  # inbound | outbound
     transport: Mapped[str] = mapped_column(String(20))  # smtp | imap | chat | cli
-    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # looked up with direction: uq_message_sha256
     raw: Mapped[bytes] = mapped_column(SealedBytes("messages.raw"))  # b"" when held in chunks
     size: Mapped[int] = mapped_column(Integer)
     # a large message's raw bytes are in message_chunks (gateway/chunks.py), this many
