@@ -9,7 +9,6 @@ a key that is neither expired nor revoked, with a digest stronger than SHA-1. An
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -18,7 +17,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ from typing import Any, TypeVar
 
 import gnupg
 
+from gateway.gpgpool import NORMAL, URGENT, PriorityPool
 from gateway.gpgstream import DEFAULT_TIMEOUT, GpgTimeout, LeanGPG, verify_detached
 
 log = logging.getLogger(__name__)
@@ -224,16 +223,16 @@ class OpenPGP:
         self._gpg.encoding = "utf-8"
         self._gpg.result_map = {**self._gpg.result_map, "verify": _StatusRecorder,
                                 "crypt": _CryptRecorder, "import": _ImportRecorder}
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpg")
+        self._pool = PriorityPool(threads, "gpg")  # replies before verifications (gateway/gpgpool.py)
         self.gateway_fingerprint: str | None = None
         self._status_cache: dict[str, _CachedStatus] = {}  # see key_status
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, fn: Callable[..., T], *args: Any, priority: int = NORMAL) -> T:
         """`fn` in the gpg pool. A gpg call that timed out is an OpenPGPError like any failure of
         ours: the job or the reply is tried again later, and after its last attempt a human
         looks at it; a message is never judged by a gpg that did not finish."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+            return await self._pool.run(priority, fn, *args)
         except GpgTimeout as exc:
             raise OpenPGPError(str(exc)) from exc
 
@@ -528,7 +527,8 @@ class OpenPGP:
 
     async def sign_and_encrypt_for_officer(self, content: bytes, officer_fingerprint: str) -> bytes:
         """Sign with the gateway key and encrypt to the officer's key: one armored OpenPGP message."""
-        return await self._run(self._sign_and_encrypt, content, officer_fingerprint)
+        # a reply finishes work already accepted: it goes before verifications waiting for gpg
+        return await self._run(self._sign_and_encrypt, content, officer_fingerprint, priority=URGENT)
 
     def _sign_and_encrypt(self, content: bytes, officer_fingerprint: str) -> bytes:
         if not self.gateway_fingerprint:
