@@ -548,13 +548,15 @@ class _Pipeline:
         accepted: list[Ready] = []
         try:
             while (batch := await _ready_now(self._ready)) is not None:
+                settled: list[Ready] = []  # held, or given back for a later attempt
                 try:
-                    client = await self._deliver(batch, client, accepted)
+                    client = await self._deliver(batch, client, accepted, settled)
                 except Exception:
                     log.exception("replies left to their lease",
                                   extra={"outbox_ids": [r.row.id for r in batch]})
                     client = await _closed(client)
-                    self._done(sum(1 for r in batch if r not in accepted))
+                    settled = [r for r in batch if r not in accepted]
+                self._done(len(settled))
                 if self._ready.empty():  # nothing else to send now: record, and maybe hang up
                     await self._record(accepted)
                     accepted = []
@@ -565,12 +567,13 @@ class _Pipeline:
             await self._record(accepted)  # what the smarthost took, even if delivery broke off
 
     async def _deliver(self, batch: list[Ready], client: aiosmtplib.SMTP | None,
-                       accepted: list[Ready]) -> aiosmtplib.SMTP | None:
-        """Send `batch` (all but those whose officer was suspended meanwhile: held); returns the
+                       accepted: list[Ready], settled: list[Ready]) -> aiosmtplib.SMTP | None:
+        """Send `batch`: those the smarthost took go to `accepted`; those held (their officer
+        suspended meanwhile) or given back for a later attempt, to `settled`. Returns the
         connection to go on with (None after an error)."""
         sender = self.sender
         sendable = await sender._not_suspended(batch)
-        self._done(len(batch) - len(sendable))
+        settled.extend(r for r in batch if r not in sendable)
         for item in sendable:
             with _scope(item.row):
                 try:
@@ -583,7 +586,7 @@ class _Pipeline:
                         log.exception("reply could not be sent", extra={"outbox_id": item.row.id})
                     client = await _closed(client)
                     await sender._failed_attempt(item.row, f"{type(exc).__name__}: {exc}")
-                    self._done()
+                    settled.append(item)
                     continue
             accepted.append(item)
         return client

@@ -3,10 +3,12 @@ once, over few connections, and each is kept as the outbound message it was."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from email.parser import BytesHeaderParser
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from gateway.models import Message, Officer, Outbox
 from gateway.outbox import MAX_IN_FLIGHT, SUSPENDED_HOLD, queue_reply
@@ -75,3 +77,38 @@ async def test_an_officer_suspended_while_their_reply_is_signed_gets_nothing(
     async with gateway.core.db.reading() as session:
         states = {row.recipient: (row.state, row.last_error) for row in await session.scalars(select(Outbox))}
     assert states == {alice.email: ("held", SUSPENDED_HOLD), bob.email: ("sent", None)}
+
+
+async def test_replies_given_back_for_later_leave_room_for_new_ones(gateway: Harness, alice: TestKey) -> None:
+    """More replies than the pipeline holds are refused by the smarthost (each given back for a
+    later attempt); the replies queued next are still taken and sent at once."""
+    count = MAX_IN_FLIGHT + 5
+
+    async def queue(prefix: str) -> None:
+        async with gateway.core.db.transaction() as session:
+            for n in range(count):
+                queue_reply(session, gateway.settings, kind="test", recipient=alice.email,
+                            recipient_fingerprint=alice.fingerprint, subject=f"{prefix} {n}", body="Text\n")
+        gateway.gateway.outbox.wakeup.set()
+
+    gateway.sink.refuse = True
+    await queue("Refused")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        async with gateway.core.db.reading() as session:
+            tried = await session.scalar(select(func.count()).select_from(Outbox).where(Outbox.attempts >= 1))
+        if tried == count:
+            break
+        await asyncio.sleep(0.05)
+    assert tried == count
+    gateway.sink.refuse = False
+    await queue("Later")
+    later = {f"Later {n}" for n in range(count)}
+
+    def sent() -> set[str]:  # the refused ones may be tried again meanwhile, and go too
+        return {reply.subject for reply in gateway.replies(to=alice.email)}
+
+    deadline = time.monotonic() + 20
+    while not later <= sent() and time.monotonic() < deadline:  # noqa: ASYNC110 (bounded wait)
+        await asyncio.sleep(0.05)
+    assert later <= sent()
