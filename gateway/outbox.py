@@ -329,7 +329,7 @@ class OutboxSender:
     was queued (or every poll_seconds) while fewer than MAX_IN_FLIGHT are under way, signed and
     encrypted as many at once as gpg has threads, handed to the smarthost as each is ready, and
     recorded as sent in one transaction for all that were sent meanwhile. `send_due()` is one
-    pass through the same pipeline (tests, and nothing else running)."""
+    pass through the same pipeline (tests; it may run beside `run()`: claims are compare-and-set)."""
 
     def __init__(self, settings: Settings, db: Database, pgp: OpenPGP) -> None:
         self.settings = settings
