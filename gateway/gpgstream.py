@@ -141,12 +141,32 @@ def _write_all(fd: int, data: memoryview, deadline: float) -> None:
 
 def _wait(process: subprocess.Popen[bytes], deadline: float, timeout: float) -> int:
     """gpg's exit status; a gpg still running at the deadline is killed (and reaped) instead."""
+    if _ended_by(process, deadline):
+        return process.wait()
+    process.kill()
+    process.wait()
+    raise GpgTimeout(f"gpg did not finish within {timeout:g} s and was stopped")
+
+
+def _ended_by(process: subprocess.Popen[bytes], deadline: float) -> bool:
+    """Whether the process ends before the deadline, learnt the moment it does: its pidfd becomes
+    readable. `Popen.wait(timeout)` instead looks every 1, 2, 4, 8... (up to 50) ms: a gpg that
+    took 3 ms was seen to end at 7; under load each sign-and-encrypt took about 1.5 ms longer
+    and the benchmark's throughput was 7% lower (issue #8)."""
     try:
-        return process.wait(max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise GpgTimeout(f"gpg did not finish within {timeout:g} s and was stopped") from None
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or before 5.3): Popen's own wait
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        ended = select.poll()
+        ended.register(pidfd, select.POLLIN)
+        return bool(ended.poll(max(0.0, deadline - time.monotonic()) * 1000))
+    finally:
+        os.close(pidfd)
 
 
 def _contents(fd: int) -> bytes:

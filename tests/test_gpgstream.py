@@ -212,11 +212,42 @@ def _gpg_children() -> list[str]:
     return found
 
 
+def no_pidfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a kernel before Linux 5.3: pidfd_open fails, and gpg's end is waited for by polling."""
+    def unavailable(_pid: int, _flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", unavailable)
+
+
+@pytest.mark.parametrize("wait", ["pidfd", "no-pidfd"])
+def test_verification_without_pidfd_gives_the_same_result(home: Path, officer_ring: OfficerKeyring,
+                                                         alice: TestKey, tmp_path: Path, wait: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpg's end is learnt from its pidfd where the kernel has one, else by Popen's own wait: a good
+    signature and an altered text get the same verdicts either way, and no gpg is left behind."""
+    if wait == "no-pidfd":
+        no_pidfd(monkeypatch)
+    sig_path = tmp_path / "sig.asc"
+    sig_path.write_bytes(officer_ring.sign_detached(alice, BODY))
+    lean = both(home)[1]
+    good = verify_detached(lean, str(sig_path), memoryview(BODY))
+    altered = verify_detached(lean, str(sig_path), memoryview(BODY.replace(b"42", b"43")))
+    assert judge_status_lines(good.lines).ok and good.returncode == 0
+    assert not judge_status_lines(altered.lines).ok and altered.returncode != 0
+    assert _gpg_children() == []
+
+
+@pytest.mark.parametrize("wait", ["pidfd", "no-pidfd"])
 @pytest.mark.parametrize("size", [100, 3_000_000], ids=["small", "more-than-a-pipe"])
-def test_a_gpg_that_hangs_is_killed_at_the_timeout(home: Path, tmp_path: Path, size: int) -> None:
+def test_a_gpg_that_hangs_is_killed_at_the_timeout(home: Path, tmp_path: Path, size: int, wait: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """gpg blocked opening its signature file (a FIFO nobody writes): with little data it hangs in
     the wait, with more than a pipe holds in the write. Either way it is killed and reaped at the
-    timeout, and the caller gets GpgTimeout (not an OSError, which would read as a bad signature)."""
+    timeout, and the caller gets GpgTimeout (not an OSError, which would read as a bad signature),
+    whether gpg's end is waited for on its pidfd or by polling."""
+    if wait == "no-pidfd":
+        no_pidfd(monkeypatch)
     fifo = tmp_path / "sig.fifo"
     os.mkfifo(fifo)
     lean = both(home)[1]
