@@ -12,6 +12,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     SmallInteger,
     String,
@@ -164,7 +165,7 @@ class Message(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     reason_detail: Mapped[str | None] = mapped_column(SealedText("messages.reason_detail"))
     # the From a refused message claimed (unverified): reviewers see spoofs of an officer's address
-    claimed_from: Mapped[str | None] = mapped_column(String(320), index=True)
+    claimed_from: Mapped[str | None] = mapped_column(String(320))
     signer_fingerprint: Mapped[str | None] = mapped_column(String(64))
     # signer + signature time + digest of the signed bytes: the same signed content seen twice.
     replay_key: Mapped[str | None] = mapped_column(String(64), unique=True)
@@ -172,7 +173,10 @@ class Message(Base):
     verification: Mapped[dict[str, Any] | None]
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
-    __table_args__ = (UniqueConstraint("direction", "sha256", name="uq_message_sha256"),)
+    # refused mail that claimed an officer's address lately (handlers/reputation.py): without it,
+    # SQLite chose the (direction, sha256) index and read every inbound message, forged floods too
+    __table_args__ = (UniqueConstraint("direction", "sha256", name="uq_message_sha256"),
+                      Index("ix_messages_claimed_from_state", "claimed_from", "state", "received_at"))
 
 
 class MessageChunk(Base):
@@ -240,6 +244,12 @@ class Request(Base):
     attachments: Mapped[list[Attachment]] = relationship(
         lazy="selectin", order_by="Attachment.id", cascade="all, delete-orphan"
     )
+    # the reviewers' notice counts an officer's earlier requests by status and the agency's
+    # (handlers/reputation.py), in the transaction that records each new request; the open-state
+    # lists, the overdue checks and the metrics look up by status: none of them reads every request
+    __table_args__ = (Index("ix_requests_officer_status", "officer_id", "status"),
+                      Index("ix_requests_agency_id", "agency_id"),
+                      Index("ix_requests_status_deadline", "status", "deadline"))
 
 
 class Reviewer(Base):
