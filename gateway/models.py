@@ -55,7 +55,7 @@ class Agency(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     domain: Mapped[str] = mapped_column(String(255))
     country: Mapped[str | None] = mapped_column(String(2))
-    key_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(20), default="active")
     status_reason: Mapped[str | None] = mapped_column(Text)  # why it was suspended
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -68,7 +68,7 @@ class Officer(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
     status: Mapped[str] = mapped_column(String(20), default="active")
-    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    key_fingerprint: Mapped[str] = mapped_column(String(64), index=True)  # who signed: every message
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     last_impersonation_warning_at: Mapped[datetime | None]
     # operator (lers officer add) | enrolment (reviewers decided in chat) | agency (certified key)

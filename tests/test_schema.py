@@ -4,14 +4,16 @@ and the look-ups made for every new request find their rows through an index."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, Executable, create_engine
 
 from gateway.db import alembic_config
 from gateway.models import Base
+from handlers.chain import IDENTITY
 from handlers.reputation import HISTORY
 
 
@@ -33,17 +35,25 @@ def test_downgrade_to_nothing_and_back(tmp_path: Path) -> None:
         assert MigrationContext.configure(connection).get_current_revision() is not None
 
 
-def test_the_new_request_notice_history_reads_no_whole_table(tmp_path: Path) -> None:
-    """The officer's and agency's earlier requests and the refused mail in the officer's name are
-    counted in the transaction that records every new request: a scan of `requests` or of the
-    inbound `messages` (forged floods included) would grow with every request ever received."""
+def test_per_message_look_ups_read_no_whole_table(tmp_path: Path) -> None:
+    """Who signed (every inbound message, forged floods included) and the history the reviewers'
+    notice shows (counted in the transaction that records every new request: the officer's and
+    agency's earlier requests, refused mail in the officer's name) are found through indexes:
+    a scan would grow with every officer, request and message the gateway has ever seen."""
     engine = create_engine(f"sqlite:///{tmp_path / 'schema.db'}")
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "head")
-        compiled = HISTORY.compile(dialect=connection.dialect)
-        values = compiled.construct_params({"officer_id": 1, "agency_id": 1, "request_id": 0,
-                                            "email": "officer@police.test", "since": "2026-01-01"})
-        positional = tuple(values[name] for name in compiled.positiontup or ())
-        plan = [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional)]
-    assert [step for step in plan if step.startswith("SCAN")] == [], plan
-    assert sum("USING COVERING INDEX" in step or "USING INDEX" in step for step in plan) == 3, plan
+        identity = _plan(connection, IDENTITY, {"fingerprint": "A" * 40, "message_id": 1, "replay_key": "k"})
+        history = _plan(connection, HISTORY, {"officer_id": 1, "agency_id": 1, "request_id": 0,
+                                              "email": "officer@police.test", "since": "2026-01-01"})
+    assert [step for step in identity + history if step.startswith("SCAN")] == [], (identity, history)
+    assert sum("INDEX" in step for step in history) == 3, history
+    assert any("INDEX ix_officers_key_fingerprint" in step for step in identity), identity
+
+
+def _plan(connection: Connection, statement: Executable, params: dict[str, Any]) -> list[str]:
+    """SQLite's EXPLAIN QUERY PLAN of a statement, a line per step."""
+    compiled = statement.compile(dialect=connection.dialect)
+    values = compiled.construct_params(params)
+    positional = tuple(values[name] for name in compiled.positiontup or ())
+    return [row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional)]
