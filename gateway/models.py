@@ -93,7 +93,7 @@ class Enrolment(Base):
     email: Mapped[str] = mapped_column(String(320), index=True)
     key_fingerprint: Mapped[str] = mapped_column(String(64))
     form: Mapped[dict[str, Any]] = mapped_column(SealedJSON("enrolments.form"), default=dict)
-    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     decision_text: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None]
@@ -172,11 +172,12 @@ class Message(Base):
     signed_at: Mapped[datetime | None]
     verification: Mapped[dict[str, Any] | None]
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
-    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"), index=True)
     # refused mail that claimed an officer's address lately (handlers/reputation.py): without it,
     # SQLite chose the (direction, sha256) index and read every inbound message, forged floods too
     __table_args__ = (UniqueConstraint("direction", "sha256", name="uq_message_sha256"),
-                      Index("ix_messages_claimed_from_state", "claimed_from", "state", "received_at"))
+                      Index("ix_messages_claimed_from_state", "claimed_from", "state", "received_at"),
+                      Index("ix_messages_state_received_at", "state", "received_at"))
 
 
 class MessageChunk(Base):
@@ -234,7 +235,7 @@ class Request(Base):
     deadline_warned_at: Mapped[datetime | None]
     assigned_reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("reviewers.id"))
     decided_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     officer: Mapped[Officer] = relationship(lazy="joined")
     assigned_reviewer: Mapped[Reviewer | None] = relationship(lazy="joined")
@@ -282,7 +283,7 @@ class Review(Base):
 class RequestSubject(Base):
     __tablename__ = "request_subjects"
     id: Mapped[int] = mapped_column(primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
     type: Mapped[str] = mapped_column(String(30))
     value: Mapped[str] = mapped_column(SealedText("request_subjects.value"))
 
@@ -290,8 +291,8 @@ class RequestSubject(Base):
 class Attachment(Base):
     __tablename__ = "attachments"
     id: Mapped[int] = mapped_column(primary_key=True)
-    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"))
-    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"))
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id"), index=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
     original_filename: Mapped[str | None] = mapped_column(SealedText("attachments.original_filename"))
     stored_name: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(255))
@@ -310,9 +311,9 @@ class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(SealedJSON("jobs.payload"), default=dict)
-    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    state: Mapped[str] = mapped_column(String(20), default="queued")
     # 0 first; 1: inbound mail that does not look signed by a key we hold (gateway/triage.py)
     priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -321,6 +322,8 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # the claim looks up runnable jobs by state and kind; the metrics count them by both
+    __table_args__ = (Index("ix_jobs_state_kind", "state", "kind"),)
 
 
 class Outbox(Base):
@@ -330,8 +333,8 @@ class Outbox(Base):
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
-    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
-    in_reply_to_message: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"), index=True)
+    in_reply_to_message: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
     # an officer's address; for a notice to a user, NOTICE_RECIPIENT (theirs is in the sealed content)
     recipient: Mapped[str] = mapped_column(Text)
     recipient_fingerprint: Mapped[str | None] = mapped_column(String(64))
@@ -358,7 +361,7 @@ class AuditEntry(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(200))
-    action: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str] = mapped_column(String(60), index=True)  # the metrics count by action
     subject: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
@@ -421,6 +424,8 @@ class Hold(Base):
     warned_at: Mapped[datetime | None]
     released_by_request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"))
     ended_at: Mapped[datetime | None]
+    # the scheduler's expiry warnings and ends, every tick
+    __table_args__ = (Index("ix_holds_state_expires_at", "state", "expires_at"),)
 
 
 class Notice(Base):
@@ -442,7 +447,9 @@ class Notice(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
-    __table_args__ = (UniqueConstraint("request_id", "email", name="uq_notice_request_email"),)
+    __table_args__ = (UniqueConstraint("request_id", "email", name="uq_notice_request_email"),
+                      # a request's held notices (withdrawal, /ndo): SQLite chose the state index alone
+                      Index("ix_notices_request_state", "request_id", "state"))
 
 
 class ScheduleMark(Base):

@@ -3,6 +3,7 @@ and the look-ups made for every new request find their rows through an index."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import Connection, Executable, create_engine
 
 from gateway.db import alembic_config
 from gateway.models import Base
+from gateway.queue import _candidates
 from handlers.chain import IDENTITY
 from handlers.reputation import HISTORY
 
@@ -36,17 +38,21 @@ def test_downgrade_to_nothing_and_back(tmp_path: Path) -> None:
 
 
 def test_per_message_look_ups_read_no_whole_table(tmp_path: Path) -> None:
-    """Who signed (every inbound message, forged floods included) and the history the reviewers'
-    notice shows (counted in the transaction that records every new request: the officer's and
-    agency's earlier requests, refused mail in the officer's name) are found through indexes:
-    a scan would grow with every officer, request and message the gateway has ever seen."""
+    """Who signed (every inbound message, forged floods included), the job claim (done jobs are
+    kept) and the history the reviewers' notice shows (counted in the transaction that records
+    every new request: the officer's and agency's earlier requests, refused mail in the
+    officer's name) are found through indexes: a scan would grow with every officer, request,
+    job and message the gateway has ever seen."""
     engine = create_engine(f"sqlite:///{tmp_path / 'schema.db'}")
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "head")
         identity = _plan(connection, IDENTITY, {"fingerprint": "A" * 40, "message_id": 1, "replay_key": "k"})
         history = _plan(connection, HISTORY, {"officer_id": 1, "agency_id": 1, "request_id": 0,
                                               "email": "officer@police.test", "since": "2026-01-01"})
-    assert [step for step in identity + history if step.startswith("SCAN")] == [], (identity, history)
+        claim = _plan(connection, _candidates(("inbound", "chat"), False),
+                      {"b_now": datetime(2026, 1, 1, tzinfo=UTC), "b_limit": 4})
+    assert [step for step in identity + history + claim if step.startswith("SCAN")] == [], (
+        identity, history, claim)
     assert sum("INDEX" in step for step in history) == 3, history
     assert any("INDEX ix_officers_key_fingerprint" in step for step in identity), identity
 
