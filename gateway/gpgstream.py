@@ -20,6 +20,7 @@ import io
 import os
 import select
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -68,8 +69,8 @@ def _in_memory(fileobj: Any) -> memoryview | None:
 
 class LeanGPG(gnupg.GPG):
     """python-gnupg's GPG; calls with data in memory and no passphrase exchange with gpg in the
-    calling thread (`exchange`) instead of three threads of their own, and give up on a gpg that
-    has not finished within `timeout` seconds (GpgTimeout)."""
+    calling thread (`exchange`) instead of three threads of their own; every call, in either
+    exchange, gives up on a gpg that has not finished within `timeout` seconds (GpgTimeout)."""
 
     timeout: float = DEFAULT_TIMEOUT
 
@@ -83,6 +84,30 @@ class LeanGPG(gnupg.GPG):
         with data:
             exchange(self, args, data, result, self.timeout)
         return result
+
+    def _collect_output(self, process: subprocess.Popen[bytes], result: Any, writer: Any = None,
+                        stdin: Any = None) -> int:
+        """python-gnupg's own exchange (key listings and exports, key generation, deletion, data
+        from files) waits for gpg without end: a gpg or gpg-agent that hangs would hold a gpg
+        thread for good. Here gpg is killed at `timeout`, which ends its output and the reader
+        threads with it, and GpgTimeout is raised as in `exchange`."""
+        killed = threading.Event()
+
+        def stop() -> None:
+            if process.poll() is None:
+                killed.set()
+                process.kill()
+
+        watchdog = threading.Timer(self.timeout, stop)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            returncode: int = super()._collect_output(process, result, writer, stdin)
+        finally:
+            watchdog.cancel()
+        if killed.is_set():
+            raise GpgTimeout(f"gpg did not finish within {self.timeout:g} s and was stopped")
+        return returncode
 
 
 def exchange(gpg: gnupg.GPG, args: list[str], data: memoryview, result: Any,

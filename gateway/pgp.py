@@ -312,7 +312,8 @@ class OpenPGP:
             raise OpenPGPError(f"not a fingerprint: {fingerprint!r}")
         if self._gpg.list_keys(secret=True, keys=[fingerprint]):
             return False
-        deleting = gnupg.GPG(gnupghome=str(self.home), options=[*GPG_OPTIONS, "--yes"])
+        deleting = LeanGPG(gnupghome=str(self.home), options=[*GPG_OPTIONS, "--yes"])
+        deleting.timeout = self._gpg.timeout
         return str(deleting.delete_keys(fingerprint)) == "ok"
 
     async def import_revocation(self, data: bytes) -> list[str]:
@@ -357,6 +358,7 @@ class OpenPGP:
         scratch = Path(tempfile.mkdtemp(prefix="offered-", dir=self.home))
         try:
             gpg = LeanGPG(gnupghome=str(scratch), options=list(GPG_OPTIONS))
+            gpg.timeout = self._gpg.timeout
             gpg.encoding = "utf-8"
             gpg.result_map = {**gpg.result_map, "verify": _StatusRecorder}
             imported = gpg.import_keys(offered)

@@ -280,3 +280,35 @@ async def test_a_gpg_timeout_is_an_openpgp_error_not_a_verdict(home: Path, tmp_p
     finally:
         pgp._pool.shutdown()
     assert _gpg_children() == []
+
+
+async def test_a_key_listing_that_hangs_is_stopped_at_the_timeout(home: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Key listings (and python-gnupg's other calls with its own exchange) have the same limit: a
+    gpg that hangs listing the keyring (here one that sleeps instead) is killed and the caller
+    gets OpenPGPError, instead of a gpg thread waiting for ever (two such and no mail is verified
+    or answered). The next call, with gpg well again, works."""
+    from gateway.pgp import OpenPGPError
+
+    real = shutil.which("gpg")
+    assert real is not None
+    hang = tmp_path / "hang"
+    wrapper = tmp_path / "bin" / "gpg"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\ncase "$*" in\n  *--list-secret-keys*) [ -e {hang} ] && exec sleep 30;;\n'
+                       f'esac\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    pgp = OpenPGP(home, timeout=0.5)
+    try:
+        hang.touch()
+        started = time.monotonic()
+        with pytest.raises(OpenPGPError, match=r"did not finish within 0\.5 s"):
+            await pgp.ensure_gateway_key("gateway@platform.test", "Gateway")
+        assert time.monotonic() - started < 10
+        assert _gpg_children() == []
+        hang.unlink()
+        fingerprint, created = await pgp.ensure_gateway_key("gateway@platform.test", "Gateway")
+        assert created and len(fingerprint) == 40
+    finally:
+        pgp._pool.shutdown()
