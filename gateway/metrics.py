@@ -4,22 +4,26 @@ Two kinds, on purpose. Figures about the whole deployment (messages received, ac
 refused, outbox and job queues, open requests) are computed from the database at scrape time,
 so every gateway process sharing one PostgreSQL database reports the same, correct numbers and
 a restart resets nothing. The received and refused counts come from the append-only audit log
-(never purged, so they only grow, as counters must); the accepted count from accepted messages
-(which are never purged either). Figures about this process's own work (how long gpg
+(never purged, so they only grow, as counters must), counted once per process and then only
+for the entries appended since the last scrape (`AuditTally`); the accepted count from accepted
+messages (which are never purged either). Figures about this process's own work (how long gpg
 verification takes) are in-process: a histogram per process, summed by Prometheus.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
@@ -29,6 +33,8 @@ from gateway.models import AuditEntry, Job, Message, Notice, Outbox, Request
 OPEN_STATES = ("received", "under_review", "awaiting_info")  # as handlers/review.py
 OUTBOX_WAITING = ("pending", "sending")
 VERIFY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# the audit actions counted, each by one of its details
+TALLIED = {"inbound.received": "transport", "inbound.refused": "reason"}
 
 
 class ProcessMetrics:
@@ -38,6 +44,7 @@ class ProcessMetrics:
         self.verification_seconds = Histogram(
             "lers_verification_seconds", "Time gpg took to verify (or decrypt and verify) one "
             "inbound message, in this process", buckets=VERIFY_BUCKETS, registry=None)
+        self.audit_tally = AuditTally()
 
     @contextmanager
     def verifying(self) -> Iterator[None]:
@@ -48,6 +55,43 @@ class ProcessMetrics:
             self.verification_seconds.observe(time.perf_counter() - started)
 
 
+class AuditTally:
+    """Audit entries of the `TALLIED` actions counted by their detail, read only once: each scrape
+    reads the entries appended since the last one (by id), not the whole log, which grows by an
+    entry or more for every message ever received. Exact because ids are committed in order:
+    SQLite has one writer, and on PostgreSQL appenders hold the audit lock until they commit
+    (gateway/audit.py), so no entry with a lower id can appear after a scrape has passed it."""
+
+    def __init__(self) -> None:
+        self.counted_to = 0  # the last audit id counted
+        self.counts: Counter[tuple[str, str | None]] = Counter()
+        self._lock = asyncio.Lock()  # two scrapes at once would count the same entries twice
+
+    async def update(self, session: AsyncSession) -> None:
+        async with self._lock:
+            top = await session.scalar(select(func.max(AuditEntry.id))) or 0
+            if top <= self.counted_to:
+                return
+            for action in TALLIED:
+                rows = await session.execute(tally_query(action), {"after": self.counted_to, "top": top})
+                for value, count in rows:
+                    self.counts[(action, value)] += count
+            self.counted_to = top
+
+    def by(self, action: str) -> list[tuple[str | None, int]]:
+        """(detail value, count) of one action, in the order of the values."""
+        return sorted(((value, n) for (kind, value), n in self.counts.items() if kind == action),
+                      key=lambda item: item[0] or "")
+
+
+def tally_query(action: str) -> Select[Any]:
+    """(detail value, count) of one action's audit entries with ids in (:after, :top]."""
+    label = AuditEntry.details[TALLIED[action]].as_string()
+    return (select(label, func.count())
+            .where(AuditEntry.id > bindparam("after"), AuditEntry.id <= bindparam("top"),
+                   AuditEntry.action == action).group_by(label))
+
+
 async def notices_due(session: AsyncSession, now: datetime) -> int:
     """Notices to users whose hold has ended (as last judged by the scheduler) but not yet sent:
     more than a few for longer than a scheduler interval means the scheduler is not running."""
@@ -55,20 +99,21 @@ async def notices_due(session: AsyncSession, now: datetime) -> int:
         Notice.state == "held", Notice.not_before.is_not(None), Notice.not_before <= now)) or 0)
 
 
-async def database_metrics(db: Database) -> list[Metric]:
+async def database_metrics(db: Database, tally: AuditTally) -> list[Metric]:
     """The deployment-wide figures, read in one snapshot that takes no write lock (on SQLite a
     scrape in a write transaction made every writer, SMTP's 250s included, wait for it)."""
     now = utcnow()
     async with db.reading() as session:
+        await tally.update(session)
         received = CounterMetricFamily("lers_messages_received", "Inbound messages stored, by "
                                        "transport (duplicates of stored bytes excluded)",
                                        labels=["transport"])
-        for transport, count in await _audit_counts(session, "inbound.received", "transport"):
+        for transport, count in tally.by("inbound.received"):
             received.add_metric([transport or "unknown"], count)
         refused = CounterMetricFamily("lers_messages_refused", "Inbound messages refused, by reason "
                                       "(a released message refused again counts again)",
                                       labels=["reason"])
-        for reason, count in await _audit_counts(session, "inbound.refused", "reason"):
+        for reason, count in tally.by("inbound.refused"):
             refused.add_metric([reason or "unknown"], count)
         accepted = CounterMetricFamily("lers_messages_accepted", "Inbound messages that passed "
                                        "every acceptance rule (requests, follow-ups, STATUS queries)")
@@ -110,13 +155,6 @@ async def database_metrics(db: Database) -> list[Metric]:
     return [received, accepted, refused, outbox, depth, age, jobs, open_requests, overdue, notices]
 
 
-async def _audit_counts(session: AsyncSession, action: str, key: str) -> list[tuple[str | None, int]]:
-    label = AuditEntry.details[key].as_string()
-    rows = await session.execute(select(label, func.count()).where(AuditEntry.action == action)
-                                 .group_by(label).order_by(label))
-    return [(value, count) for value, count in rows]
-
-
 class _Fixed(Collector):
     """Metric families computed beforehand (asynchronously), handed to the synchronous exposition."""
 
@@ -130,6 +168,6 @@ class _Fixed(Collector):
 async def exposition(db: Database, process: ProcessMetrics) -> bytes:
     """The /metrics body in the Prometheus text format."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Fixed(await database_metrics(db)))
+    registry.register(_Fixed(await database_metrics(db, process.audit_tally)))
     registry.register(process.verification_seconds)
     return generate_latest(registry)

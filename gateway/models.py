@@ -361,7 +361,7 @@ class AuditEntry(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(200))
-    action: Mapped[str] = mapped_column(String(60), index=True)  # the metrics count by action
+    action: Mapped[str] = mapped_column(String(60))
     subject: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))

@@ -35,6 +35,12 @@ async def test_metrics_count_what_the_gateway_did(gateway: Harness, alice: TestK
 
     await gateway.send(request_mail(gateway, alice, "2026-PR-0001"))
     await gateway.send(request_mail(gateway, bob, "2026-PR-0002"))
+    await gateway.settle()
+    # the counters are topped up from what was appended since the last scrape: each scrape counts
+    # every message once, whichever scrapes came before
+    between = await scrape(gateway)
+    assert between[("lers_messages_received_total", (("transport", "smtp"),))] == 2
+    assert between[("lers_messages_accepted_total", ())] == 2
     forged = request_mail(gateway, alice, "2026-PR-0003").replace(b"2026-PR-0003", b"2026-PR-0004")
     await gateway.send(forged)
     await gateway.settle()

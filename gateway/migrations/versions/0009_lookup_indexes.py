@@ -4,8 +4,8 @@ requests by status, the agency's, refused mail that claimed the officer's addres
 the transaction that records each new request; a request's subjects, attachments, messages,
 replies and held notices (every load of a request); messages, jobs, replies, enrolments and
 attachments by message (the quarantine purge, whose foreign-key checks read every child table);
-open requests with their deadlines, holds by state and expiry, jobs by state and kind, requests
-by date and audit entries by action (scheduler ticks, /stats, the metrics)
+open requests with their deadlines, holds by state and expiry, jobs by state and kind, and
+requests by date (scheduler ticks, /stats, the metrics)
 
 Revision ID: 0009
 Revises: 0008
@@ -41,7 +41,6 @@ INDEXES = [
     ('outbox', 'ix_outbox_in_reply_to_message', ['in_reply_to_message']),
     ('enrolments', 'ix_enrolments_message_id', ['message_id']),
     ('holds', 'ix_holds_state_expires_at', ['state', 'expires_at']),
-    ('audit', 'ix_audit_action', ['action']),
     ('notices', 'ix_notices_request_state', ['request_id', 'state']),
 ]
 
