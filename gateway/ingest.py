@@ -163,11 +163,17 @@ class GroupCommit:
             until = time.monotonic() + self.LINGER
             while len(batch) < self.max_batch and size < self.max_bytes:
                 if self.queue.empty():
-                    if len(batch) >= self._expected() or time.monotonic() >= until:
+                    left = until - time.monotonic()
+                    if len(batch) >= self._expected() or left <= 0:
                         break
-                    await asyncio.sleep(0.0002)
-                    continue
-                batch.append(self.queue.get_nowait())
+                    try:  # woken by the arrival itself: a short sleep between looks lasted up
+                        # to 1 ms (epoll waits whole milliseconds) while every sender waited (issue #8)
+                        async with asyncio.timeout(left):
+                            batch.append(await self.queue.get())
+                    except TimeoutError:
+                        break
+                else:
+                    batch.append(self.queue.get_nowait())
                 size += batch[-1].size
             try:
                 results = await self._commit(batch)
