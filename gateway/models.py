@@ -174,7 +174,8 @@ class Message(Base):
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     request_id: Mapped[int | None] = mapped_column(ForeignKey("requests.id"), index=True)
     # refused mail that claimed an officer's address lately (handlers/reputation.py): without it,
-    # SQLite chose the (direction, sha256) index and read every inbound message, forged floods too
+    # SQLite chose the (direction, sha256) index and read every inbound message, forged floods
+    # too; messages by state and age: the quarantine purge and the accepted count of the metrics
     __table_args__ = (UniqueConstraint("direction", "sha256", name="uq_message_sha256"),
                       Index("ix_messages_claimed_from_state", "claimed_from", "state", "received_at"),
                       Index("ix_messages_state_received_at", "state", "received_at"))
