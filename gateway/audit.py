@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.clock import utcnow
 from gateway.db import no_nul
+from gateway.driverinsert import DriverInsert
 from gateway.models import AuditEntry
 
 GENESIS = "0" * 64
@@ -67,6 +68,7 @@ AUDIT = cast(Table, AuditEntry.__table__)
 LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 LAST_HASH = select(AUDIT.c.hash).order_by(AUDIT.c.id.desc()).limit(1)
 INSERT = insert(AUDIT)
+DRIVER_INSERT = DriverInsert(AUDIT, ["at", "actor", "action", "subject", "details", "prev_hash", "hash"])
 
 
 def append(conn: Connection, entries: list[tuple[str, str, str | None, dict[str, Any]]]) -> None:
@@ -91,7 +93,10 @@ def append(conn: Connection, entries: list[tuple[str, str, str | None, dict[str,
         prev = digest_
     # in list order, so ids follow the chain (one executemany, no RETURNING: nobody needs the ids;
     # into the table, not the ORM's bulk insert, which costs more and adds nothing here)
-    conn.execute(INSERT, made)
+    if conn.dialect.name == "sqlite":
+        DRIVER_INSERT.execute(conn, made)  # gateway/driverinsert.py
+    else:
+        conn.execute(INSERT, made)
 
 
 @dataclass(frozen=True)

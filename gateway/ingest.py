@@ -25,6 +25,7 @@ from gateway import audit, queue
 from gateway.chunks import MESSAGE, pieces_of, store_chunks, turn_payload
 from gateway.clock import utcnow
 from gateway.db import Database
+from gateway.driverinsert import DriverInsert
 from gateway.models import Job, Message
 from gateway.msgid import header_message_id
 from gateway.spool import CHUNK, Spool
@@ -257,7 +258,12 @@ def _insert_messages(conn: Connection, batch: list[_Pending]) -> tuple[dict[str,
     stored), by digest. The INSERT skips what is stored (one statement, not a look-up before it);
     those are looked up only when there are some."""
     firsts = _firsts(batch)
-    ids = dict(conn.execute(_insert_new(conn.dialect.name), [_message_row(item) for item in firsts]).all())
+    rows = [_message_row(item) for item in firsts]
+    if conn.dialect.name == "sqlite":  # the writer thread's batch: see gateway/driverinsert.py
+        ids = dict(NEW_MESSAGES.returning(conn, rows, "ON CONFLICT (direction, sha256) DO NOTHING",
+                                          ("sha256", "id")))
+    else:
+        ids = dict(conn.execute(_insert_new(conn.dialect.name), rows).all())
     missing = {item.digest for item in firsts} - ids.keys()
     known = dict(conn.execute(
         select(MESSAGES.c.sha256, MESSAGES.c.id).where(MESSAGES.c.direction == "inbound",
@@ -272,10 +278,13 @@ def _finish(conn: Connection, batch: list[_Pending], ids: dict[str, int],
     new = _new(batch, ids)
     if new:
         now = utcnow()
-        conn.execute(_insert_jobs(), [
-            {"kind": "inbound", "message_id": ids[item.digest], "priority": item.priority,
-             "payload": turn_payload(item.size) or {}, "run_after": now, "created_at": now}
-            for item in new])
+        jobs = [{"kind": "inbound", "message_id": ids[item.digest], "priority": item.priority,
+                 "payload": turn_payload(item.size) or {}, "state": "queued", "attempts": 0,
+                 "run_after": now, "created_at": now} for item in new]
+        if conn.dialect.name == "sqlite":
+            NEW_JOBS.execute(conn, jobs)
+        else:
+            conn.execute(_insert_jobs(), jobs)
     results, entries, inserted = [], [], {id(item) for item in new}
     for item in batch:
         if id(item) in inserted:
@@ -321,14 +330,22 @@ def _insert_jobs() -> Insert:
     return insert(JOBS)
 
 
+NEW_MESSAGES = DriverInsert(MESSAGES, ["direction", "transport", "sha256", "raw", "size", "chunks",
+                                       "header_message_id", "peer", "envelope_from", "envelope_to",
+                                       "received_at", "state"])
+NEW_JOBS = DriverInsert(JOBS, ["kind", "message_id", "priority", "payload", "state", "attempts",
+                               "run_after", "created_at"])
+
+
 def _message_row(item: _Pending) -> dict[str, Any]:
     """A new inbound message's columns. No ORM flush sees them, so NUL in text is replaced here
     as db.py's `_no_nul_in_text` does for ORM objects (PostgreSQL text cannot hold it)."""
     head = item.spool.head if item.spool is not None else item.raw
     return {"direction": "inbound", "transport": item.transport, "sha256": item.digest, "raw": item.raw,
-            "size": item.size, "header_message_id": _no_nul(header_message_id(head)),
+            "size": item.size, "chunks": 0, "header_message_id": _no_nul(header_message_id(head)),
             "peer": _no_nul(item.peer), "envelope_from": _no_nul(item.envelope_from),
-            "envelope_to": [_no_nul(address) for address in item.envelope_to], "received_at": utcnow()}
+            "envelope_to": [_no_nul(address) for address in item.envelope_to], "received_at": utcnow(),
+            "state": "received"}
 
 
 def _no_nul(text: str | None) -> str | None:
