@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 from contextvars import ContextVar
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
@@ -114,6 +115,11 @@ class SealedBytes(TypeDecorator[bytes]):
         vault = ACTIVE_VAULT.get()
         return value if value is None or vault is None else vault.open(bytes(value), self.purpose)
 
+    def sqlite_bind(self, value: bytes | None) -> bytes | None:
+        """What SQLite stores, in one step (gateway/driverinsert.py): the sealed buffer is bound
+        as a blob as it is."""
+        return self.process_bind_param(value, None)
+
 
 class PreSealedBytes(TypeDecorator[bytes]):
     """Bytes sealed by the code that writes them (its associated data names more than a column,
@@ -144,6 +150,9 @@ class SealedText(TypeDecorator[str]):
         vault = ACTIVE_VAULT.get()
         return value if value is None or vault is None else vault.open_text(value, self.purpose)
 
+    def sqlite_bind(self, value: str | None) -> str | None:
+        return self.process_bind_param(value, None)  # Text has no conversion of its own
+
 
 class SealedJSON(TypeDecorator[Any]):
     """Any JSON value, stored as one sealed JSON string (so the column stays JSON)."""
@@ -168,6 +177,13 @@ class SealedJSON(TypeDecorator[Any]):
         if value is None or vault is None:
             return value
         return json.loads(vault.open_text(value, self.purpose) or "null")
+
+    def sqlite_bind(self, value: Any) -> str:
+        """`process_bind_param`, then the JSON text the column holds, in one step
+        (gateway/driverinsert.py): the JSON of a string, as `json.dumps` writes it; JSON's null
+        for None, as the JSON type stores it."""
+        sealed = self.process_bind_param(value, None)
+        return "null" if sealed is None else encode_basestring_ascii(sealed)
 
 
 def _already_sealed(value: bytes, purpose: str) -> bytes:
