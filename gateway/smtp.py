@@ -89,7 +89,6 @@ class SmtpIngress:
         if raw is None:
             raw = envelope.original_content or b""
         head = raw.head if isinstance(raw, Spool) else raw
-        size = raw.size if isinstance(raw, Spool) else len(raw)
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         try:
             result = await self.writer.store(raw, transport="smtp", peer=peer,
@@ -101,9 +100,7 @@ class SmtpIngress:
             return "451 4.3.0 Temporarily unable to store the message, try again later"
         finally:
             self.writer.finished(session)
-        self.on_stored()
-        log.info("message stored", extra={"message_id": result.message_id, "peer": peer,
-                                          "duplicate": result.duplicate, "size": size})
+        self.on_stored()  # the writer logged the message with the rest of its commit
         return f"250 2.0.0 Stored as message {result.message_id}"
 
 

@@ -32,7 +32,7 @@ async def test_each_request_s_log_lines_carry_its_reference(gateway: Harness, al
     refused = [e for e in logged if e["msg"] == "inbound message quarantined"]
     assert len(refused) == 1 and "ref" not in refused[0] and refused[0]["reason"] == "not_signed"
     # lines with no request behind them name none (and never a stale one)
-    assert all("ref" not in e for e in logged if e["msg"] in ("message stored", "gateway started"))
+    assert all("ref" not in e for e in logged if e["msg"] in ("messages stored", "gateway started"))
     assert set(e["ref"] for e in logged if "ref" in e) == set(refs.values())
 
 
