@@ -33,6 +33,10 @@ async def test_each_request_s_log_lines_carry_its_reference(gateway: Harness, al
     assert len(refused) == 1 and "ref" not in refused[0] and refused[0]["reason"] == "not_signed"
     # lines with no request behind them name none (and never a stale one)
     assert all("ref" not in e for e in logged if e["msg"] in ("messages stored", "gateway started"))
+    # each stored message is named in its commit's line, with the peer it came from
+    stored = [m for e in logged if e["msg"] == "messages stored" for m in e["messages"]]
+    assert len(stored) == 3 and all(m["peer"] == "127.0.0.1" and not m["duplicate"] for m in stored)
+    assert len({m["message_id"] for m in stored}) == 3
     assert set(e["ref"] for e in logged if "ref" in e) == set(refs.values())
 
 
