@@ -24,12 +24,14 @@ GENESIS = "0" * 64
 AUDIT_LOCK = 0x4C455253  # "LERS": the advisory lock id that serialises audit appends
 
 
+# json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str), made
+# once: `json.dumps` builds a new encoder for every call with options
+CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def entry_hash(prev_hash: str, at: str, actor: str, action: str, subject: str | None,
                details: dict[str, Any]) -> str:
-    canonical = json.dumps(
-        [prev_hash, at, actor, action, subject, details],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
-    )
+    canonical = CANONICAL.encode([prev_hash, at, actor, action, subject, details])
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -71,6 +73,21 @@ INSERT = insert(AUDIT)
 DRIVER_INSERT = DriverInsert(AUDIT, ["at", "actor", "action", "subject", "details", "prev_hash", "hash"])
 
 
+PLAIN = (int, float, bool, type(None))  # JSON keeps these as they are
+
+
+def as_stored(details: dict[str, Any]) -> dict[str, Any]:
+    """`details` as JSON keeps them (dates as text, tuples as lists) with NUL replaced (PostgreSQL
+    text cannot hold it), before hashing, so what is stored is exactly what was hashed. Most
+    entries are already that (text without NUL, numbers, flags), and keep their dict: JSON's way
+    there and back cost more than the hash (issue #8)."""
+    if all(type(key) is str and "\x00" not in key
+           and (type(value) in PLAIN or (type(value) is str and "\x00" not in value))
+           for key, value in details.items()):
+        return details
+    return no_nul(json.loads(json.dumps(details, default=str)))
+
+
 def append(conn: Connection, entries: list[tuple[str, str, str | None, dict[str, Any]]]) -> None:
     """`record_many`'s statements on a connection inside the caller's transaction (synchronous:
     SMTP ingress runs its whole SQLite transaction in a thread, gateway/ingest.py)."""
@@ -83,9 +100,7 @@ def append(conn: Connection, entries: list[tuple[str, str, str | None, dict[str,
     made: list[dict[str, Any]] = []
     for actor, action, subject, details in entries:
         at = utcnow()
-        # as JSON keeps it (dates as text, tuples as lists) and NUL replaced (PostgreSQL text
-        # cannot hold it), before hashing, so what is stored is exactly what was hashed
-        details = no_nul(json.loads(json.dumps(details, default=str)))
+        details = as_stored(details)
         subject = subject.replace("\x00", "\ufffd") if subject else subject
         digest_ = entry_hash(prev, at.isoformat(), actor, action, subject, details)
         made.append({"at": at, "actor": actor, "action": action, "subject": subject, "details": details,

@@ -55,3 +55,29 @@ async def test_audit_details_keep_text_that_spells_an_escape(gateway: Harness) -
         entry = await session.scalar(select(AuditEntry).where(AuditEntry.action == "test.nul"))
         assert entry is not None and entry.details == {"note": LITERAL, "nul": "a\ufffdb"}
         assert (await audit.verify_chain(session)).ok
+
+
+def test_audit_details_are_stored_as_json_would_keep_them() -> None:
+    """`audit.as_stored` skips JSON's way there and back for details that are already what it
+    gives (text without NUL, numbers, flags, None), and takes it for everything else: the same
+    value either way."""
+    import enum
+    import json
+    from datetime import UTC, datetime
+
+    from gateway import audit
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    def by_json(details: dict) -> dict:
+        return no_nul(json.loads(json.dumps(details, default=str)))
+
+    plain = {"peer": "127.0.0.1", "size": 39, "ratio": 0.5, "ok": True, "none": None, "note": LITERAL}
+    assert audit.as_stored(plain) is plain and by_json(plain) == plain
+    for details in ({"at": datetime(2026, 11, 24, tzinfo=UTC)}, {"ids": (1, 2)}, {"nested": {"a": [1]}},
+                    {"nul": "a\x00b"}, {"k\x00": 1}, {1: "number key"}, {"level": Level.HIGH},
+                    {"raw": b"bytes"}):
+        stored = audit.as_stored(details)
+        assert stored == by_json(details) and json.dumps(stored) == json.dumps(by_json(details))
+        assert stored is not details
