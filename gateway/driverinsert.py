@@ -37,7 +37,7 @@ class DriverInsert:
         """(position, conversion) of the columns converted before binding: our own types' one-step
         `sqlite_bind` where they have one, else the type's SQLAlchemy `bind_processor`."""
         if self._conversions is None:
-            found = []
+            found: list[tuple[int, Callable[[Any], Any]]] = []
             for position, name in enumerate(self.columns):
                 kind = self.table.c[name].type
                 convert = (getattr(kind, "sqlite_bind", None)
@@ -50,7 +50,7 @@ class DriverInsert:
     def values(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
         """The rows as the driver takes them, converted as SQLAlchemy converts them."""
         conversions, pick = self.conversions(conn), self._pick
-        converted = []
+        converted: list[tuple[Any, ...]] = []
         for row in rows:
             values = list(pick(row))
             for position, convert in conversions:
