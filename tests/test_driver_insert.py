@@ -19,7 +19,7 @@ from gateway.db import Database
 from gateway.driverinsert import DriverInsert
 from gateway.ingest import JOBS, MESSAGES, NEW_JOBS, NEW_MESSAGES
 from gateway.models import AuditEntry, UTCDateTime
-from gateway.vault import ACTIVE_VAULT, Vault, new_data_key
+from gateway.vault import ACTIVE_VAULT, SealedJSON, Vault, new_data_key
 
 AT = datetime(2026, 11, 24, 13, 5, 7, tzinfo=UTC)  # whole seconds: SQLAlchemy's text keeps ".000000"
 MESSAGE = {"direction": "inbound", "transport": "smtp", "sha256": "ab" * 32,
@@ -130,8 +130,7 @@ def test_a_sealed_value_is_stored_as_sqlalchemy_stores_it(column: Any, value: An
         assert isinstance(fused, bytes | bytearray) == isinstance(reference, bytes | bytearray | memoryview)
         assert "secret" not in repr(fused)
         back = column.type.process_result_value
-        loaded = (json.loads if isinstance(reference, str) and column.type.impl.__class__.__name__ == "JSON"
-                  else (lambda stored: stored))
+        loaded = json.loads if isinstance(column.type, SealedJSON) else (lambda stored: stored)
         assert back(loaded(fused), SQLITE) == back(loaded(reference), SQLITE)
     finally:
         ACTIVE_VAULT.reset(token)
