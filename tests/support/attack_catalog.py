@@ -145,7 +145,9 @@ class Case:
 
 def make_scenario(ring: OfficerKeyring, gateway_public: bytes, gateway_address: str) -> Scenario:
     """Create every key the catalogue needs (about a second with Ed25519)."""
-    now = datetime.now(UTC).replace(microsecond=0)
+    # a past second: gpg ignores a faked time equal to its own clock's second and runs on the
+    # real clock, so a signature made in the scenario's first second could carry the next one
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
     old = now - KEY_AGE
     officer_a = ring.create_key(ALICE, "Alice Officer", created_at=old)
     officer_b = ring.create_key(BOB, "Bob Officer", created_at=old)

@@ -165,7 +165,8 @@ class OfficerKeyring:
         """Run gpg on this ring, non-interactively and with a timeout.
 
         ``at`` freezes gpg's clock (``--faked-system-time``), which is how keys and
-        signatures are back- or forward-dated.
+        signatures are back- or forward-dated. Not when ``at`` is gpg's current second: gpg
+        then keeps the real clock, and a signature can carry the next second.
         """
         home = home or self.home
         fd, status_name = tempfile.mkstemp(prefix="status-", dir=self._scratch)
