@@ -266,6 +266,23 @@ class Request(Base):
                       Index("ix_requests_status_deadline", "status", "deadline"))
 
 
+class RequestTally(Base):
+    """How many requests each officer, and each agency, has in each status: the reviewers' notice
+    of every new request reads these few rows in the transaction that records the request,
+    where counting the requests themselves grew with a large agency's every request (issue 8).
+
+    Kept by the database, not by our code: triggers on `requests` (migration 0011) count every
+    insert, change of status, officer or agency, and delete, whichever statement makes it.
+    Derived data: `lers db copy` leaves it to the target's triggers."""
+
+    __tablename__ = "request_tallies"
+    scope: Mapped[str] = mapped_column(String(10), primary_key=True)  # officer | agency
+    owner_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # its id
+    status: Mapped[str] = mapped_column(String(30), primary_key=True)
+    total: Mapped[int]
+    __table_args__: ClassVar[dict[str, Any]] = {"info": {"derived": True}}
+
+
 class Reviewer(Base):
     """A member of the platform's legal team, known by Telegram user id."""
 

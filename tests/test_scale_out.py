@@ -29,7 +29,7 @@ from gateway.db import Database, SchemaError
 from gateway.dbcopy import copy_database
 from gateway.ingest import ingest
 from gateway.models import Attachment as StoredAttachment
-from gateway.models import AuditEntry, Job, Lease, Message
+from gateway.models import AuditEntry, Job, Lease, Message, RequestTally
 from gateway.outbox import queue_reply
 from gateway.records import list_requests
 from gateway.spool import CHUNK
@@ -264,12 +264,16 @@ async def test_db_copy_round_trip_sqlite_to_postgresql_and_back(
             await copy_database(sqlite_url, postgres_url)
         backward = await copy_database(postgres_url, back_url)
         assert backward == forward
+        assert "request_tallies" not in forward  # derived: the target's triggers count the requests
+        tallies = await _tallies(sqlite_url)
+        assert sum(tallies.values()) == 4, tallies  # 2 requests, by officer and by agency
         for url in (postgres_url, back_url):
             db = Database(url)
             db.vault = harness.core.db.vault  # the copy holds the same (wrapped) data keys
             async with db.transaction() as session:
                 assert (await verify_chain(session)).ok
             assert await list_requests(db) == before
+            assert await _tallies(url) == tallies
             async with db.transaction() as session:  # large values open from their copied chunks
                 for message in await session.scalars(select(Message).where(Message.chunks > 0)):
                     assert hashlib.sha256(await raw_bytes(session, message)).hexdigest() == message.sha256
@@ -283,6 +287,17 @@ async def test_db_copy_round_trip_sqlite_to_postgresql_and_back(
     finally:
         await runner.stop_all()
         shutil.rmtree(home, ignore_errors=True)
+
+
+async def _tallies(url: str) -> dict[tuple[str, int, str], int]:
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+            rows = await conn.execute(select(RequestTally.scope, RequestTally.owner_id, RequestTally.status,
+                                             RequestTally.total).where(RequestTally.total > 0))
+            return {(scope, owner, status): total for scope, owner, status, total in rows}
+    finally:
+        await db.dispose()
 
 
 async def test_each_reply_is_sent_once_by_several_processes(
