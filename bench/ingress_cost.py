@@ -34,9 +34,9 @@ def measure(load: LoadProcess, template: bytes, port: int, pid: int, tag: str, c
     kwargs = {"template": template, "senders": senders, "warmup": 0.0, "duration": 600.0}
     load.call("ingress", timeout=600, port=port, tag=f"{tag}w", count=max(200, count // 10), **kwargs)
     time.sleep(0.3)
-    own, main, _ = cpu_seconds(pid)
+    own, _, main, _ = cpu_seconds(pid)
     assert load.process.pid is not None
-    sender, _, _ = cpu_seconds(load.process.pid)
+    sender, _, _, _ = cpu_seconds(load.process.pid)
     sampler = None
     if spy is not None:
         sampler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
@@ -50,8 +50,8 @@ def measure(load: LoadProcess, template: bytes, port: int, pid: int, tag: str, c
         sampler.send_signal(signal.SIGINT)
         sampler.wait(30)
     time.sleep(0.3)  # a batch still committing
-    own2, main2, _ = cpu_seconds(pid)
-    sender2, _, _ = cpu_seconds(load.process.pid)
+    own2, _, main2, _ = cpu_seconds(pid)
+    sender2, _, _, _ = cpu_seconds(load.process.pid)
     if result["refused"] or not result["accepted"]:
         raise SystemExit(f"{tag}: {result['refused']} refused, the first with: {result['first_refusal']}")
     n = result["accepted"]
