@@ -274,7 +274,7 @@ class RequestTally(Base):
     Kept by the database, not by our code: triggers on `requests` (migration 0011) count every
     insert, change of status, officer or agency, and delete, whichever statement makes it. A
     later migration that rebuilds `requests` on SQLite (batch mode copies the table) drops them
-    with the old table: it must create them again (tests/test_request_tallies.py fails without).
+    with the old table: it must create them again (tests/test_notice_history.py fails without).
     Derived data: `lers db copy` leaves it to the target's triggers."""
 
     __tablename__ = "request_tallies"

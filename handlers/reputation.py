@@ -15,15 +15,27 @@ from gateway.clock import utcnow
 from gateway.models import Message, Officer, Request, RequestTally
 
 SPOOF_WINDOW_DAYS = 30
+# refused mail in the officer's name is counted up to this many, the latest first: a flood of
+# forged mail claiming an officer's address (kept for `quarantine_retention_days`) must not be
+# read whole by the transaction that records each of that officer's requests
+REFUSED_COUNTED = 100
 ENROLLED_VIA = {"operator": "by an operator", "enrolment": "by reviewers after an out-of-band check",
                 "agency": "by its agency's key certification"}
 
 
+# the reasons of the latest refused mail in the officer's name (one more than is counted: to
+# know there was more)
+LATEST_REFUSED = (
+    select(Message.reason)
+    .where(Message.direction == "inbound", Message.claimed_from == bindparam("email"),
+           Message.state == "quarantined", Message.received_at >= bindparam("since"))
+    .order_by(Message.received_at.desc()).limit(REFUSED_COUNTED + 1).subquery())
+
 # all in one statement. The officer's and the agency's requests are read from their tallies
 # (kept by triggers, gateway/models.py): a few rows per officer and agency, however many requests
 # they sent; the request being shown is taken off them (-1: it is not an earlier one). Refused
-# mail is counted over a 30-day window through its index. Built once (executed with its
-# parameters): no construction nor cache-key generation per request.
+# mail is counted over a 30-day window through its index, REFUSED_COUNTED (and one) at most.
+# Built once (executed with its parameters): no construction nor cache-key generation per request.
 HISTORY = union_all(
     select(literal("officer"), RequestTally.status, RequestTally.total)
     .where(RequestTally.scope == "officer", RequestTally.owner_id == bindparam("officer_id"),
@@ -34,10 +46,7 @@ HISTORY = union_all(
     .where(Request.id == bindparam("request_id"), Request.officer_id == bindparam("officer_id")),
     select(literal("agency"), literal(""), literal(-1))
     .where(Request.id == bindparam("request_id"), Request.agency_id == bindparam("agency_id")),
-    select(literal("refused"), Message.reason, func.count())
-    .where(Message.direction == "inbound", Message.claimed_from == bindparam("email"),
-           Message.state == "quarantined", Message.received_at >= bindparam("since"))
-    .group_by(Message.reason))
+    select(literal("refused"), LATEST_REFUSED.c.reason, func.count()).group_by(LATEST_REFUSED.c.reason))
 
 
 def history_params(officer: Officer, request_id: int | None) -> dict[str, Any]:
@@ -75,6 +84,11 @@ def reputation_text(officer: Officer, rows: list[tuple[str, str, int]]) -> list[
                  f"{ENROLLED_VIA.get(officer.enrolled_via, officer.enrolled_via)}")
     if refused:
         reasons = ", ".join(f"{reason} ×{n}" for reason, n in Counter(refused).most_common())
-        lines.append(f"⚠️ {sum(refused.values())} refused message(s) claimed {officer.email} in the last "
-                     f"{SPOOF_WINDOW_DAYS} days: {reasons} (lers quarantine list)")
+        total = sum(refused.values())
+        counted = f"{total} refused message(s)"
+        if total > REFUSED_COUNTED:
+            counted = f"more than {REFUSED_COUNTED} refused messages"
+            reasons = f"{reasons} among the latest {total}"
+        lines.append(f"⚠️ {counted} claimed {officer.email} in the last {SPOOF_WINDOW_DAYS} days: {reasons} "
+                     "(lers quarantine list)")
     return lines

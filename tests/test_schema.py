@@ -54,8 +54,8 @@ def _down_and_up(connection: Connection) -> str | None:
 def test_per_message_look_ups_read_no_whole_table(tmp_path: Path) -> None:
     """Who signed (every inbound message, forged floods included), the job claim (done jobs are
     kept) and the history the reviewers' notice shows (read in the transaction that records
-    every new request: the officer's and agency's request tallies, refused mail in the
-    officer's name) are found through indexes: a scan would grow with every officer, request,
+    every new request: the officer's and agency's request tallies, the latest refused mail in
+    the officer's name) are found through indexes: a scan would grow with every officer, request,
     job and message the gateway has ever seen."""
     engine = create_engine(f"sqlite:///{tmp_path / 'schema.db'}")
     with engine.begin() as connection:
@@ -65,8 +65,10 @@ def test_per_message_look_ups_read_no_whole_table(tmp_path: Path) -> None:
                                               "email": "officer@police.test", "since": "2026-01-01"})
         claim = _plan(connection, _candidates(("inbound", "chat"), False),
                       {"b_now": datetime(2026, 1, 1, tzinfo=UTC), "b_limit": 4})
-    assert [step for step in identity + history + claim if step.startswith("SCAN")] == [], (
-        identity, history, claim)
+    # a scan of a subquery's rows is bounded by its LIMIT (the latest refused mail)
+    scans = [step for step in identity + history + claim
+             if step.startswith("SCAN") and not step.startswith("SCAN anon_")]
+    assert scans == [], (identity, history, claim)
     # the officer's and agency's requests come from their tallies, the shown request by its id
     assert sum("request_tallies USING INDEX" in step for step in history) == 2, history
     assert all("PRIMARY KEY" in step for step in history if " requests " in step), history

@@ -1,12 +1,14 @@
-"""The request tallies (gateway/models.py `RequestTally`) that the reviewers' notice of every new
-request reads instead of counting an agency's every request: the database's triggers keep them
-equal to a count of the requests through every way a request is added, changed or removed, on
-each backend (`LERS_TEST_BACKEND`), and the upgrade that adds them counts the requests already
-on file."""
+"""The history the reviewers' notice of every new request shows, read in the transaction that
+records the request, on each backend (`LERS_TEST_BACKEND`): the officer's and the agency's
+requests come from tallies (gateway/models.py `RequestTally`), which the database's triggers keep
+equal to a count of the requests through every way a request is added, changed or removed (and
+the upgrade that adds them counts the requests already on file); refused mail in the officer's
+name is counted up to a bound, so a flood of forged mail is not read whole for each request."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from gateway.clock import utcnow
 from gateway.db import alembic_config
-from gateway.models import Agency, Officer, Request, RequestTally
-from handlers.reputation import HISTORY, history_params, reputation_text
+from gateway.models import Agency, Message, Officer, Request, RequestTally
+from gateway.vault import ACTIVE_VAULT, Vault, new_data_key
+from handlers.reputation import HISTORY, REFUSED_COUNTED, history_params, reputation_text
 
 Tallies = dict[tuple[str, int, str], int]
 T = TypeVar("T")
@@ -148,8 +151,13 @@ def _history_of(conn: Connection) -> list[str]:
     _add_request(conn, officers[1], agencies[0], "received")  # the same agency, another officer
     _add_request(conn, officers[2], agencies[1], "received")  # another agency
     shown = _add_request(conn, officers[0], agencies[0], "received")
+    return _notice_lines(conn, officers[0], shown)
+
+
+def _notice_lines(conn: Connection, officer_id: int, shown: int) -> list[str]:
+    """The notice's lines about the officer, for one of their requests."""
     session = Session(bind=conn)
-    officer = session.get_one(Officer, officers[0])
+    officer = session.get_one(Officer, officer_id)
     rows = [(kind, key, n) for kind, key, n in conn.execute(HISTORY, history_params(officer, shown))]
     lines = reputation_text(officer, rows)
     session.close()
@@ -162,3 +170,35 @@ async def test_the_notice_counts_the_officers_and_agencys_other_requests(
     # the request shown is neither an earlier one of its officer's nor of its agency's
     assert lines[0] == ("History: 3 earlier request(s) from this officer (2 approved, 1 rejected); "
                         "4 from north")
+
+
+def _flooded_history(conn: Connection) -> list[str]:
+    """The history line of an officer in whose name forged mail keeps coming, beside a little
+    in another officer's name and some too old to count."""
+    agencies, officers = _people(conn)
+    key_id, key = new_data_key()
+    token = ACTIVE_VAULT.set(Vault({key_id: key}, key_id))  # messages are stored sealed
+    try:
+        now = utcnow()
+        old = now - timedelta(days=40)
+        forged = [("o0@police.test", "unsigned", now), ("o0@police.test", "bad_signature", now),
+                  ("o1@police.test", "unsigned", now), ("o0@police.test", "unsigned", old)]
+        rows = [{"direction": "inbound", "transport": "smtp", "sha256": f"{n:064x}", "raw": b"forged",
+                 "size": 6, "chunks": 0, "envelope_to": [], "received_at": when - timedelta(seconds=n),
+                 "state": "quarantined", "reason": reason, "claimed_from": claimed}
+                for n, (claimed, reason, when) in enumerate(forged * (REFUSED_COUNTED + 50))]
+        conn.execute(insert(Message), rows)
+    finally:
+        ACTIVE_VAULT.reset(token)
+    shown = _add_request(conn, officers[0], agencies[0], "received")
+    return _notice_lines(conn, officers[0], shown)
+
+
+async def test_a_flood_in_the_officers_name_is_counted_up_to_a_bound(
+        tmp_path: Path, database_urls: Callable[[], str | None]) -> None:
+    lines = await _on_new_database(tmp_path, database_urls, _flooded_history)
+    # 300 in the officer's name within the window, the latest first: of the latest 101, every
+    # second one is unsigned (the other officer's and the old ones are not theirs to count)
+    assert lines[-1] == (f"⚠️ more than {REFUSED_COUNTED} refused messages claimed o0@police.test in the "
+                         f"last 30 days: unsigned ×51, bad_signature ×50 among the latest "
+                         f"{REFUSED_COUNTED + 1} (lers quarantine list)")
