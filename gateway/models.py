@@ -354,8 +354,9 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
-    # the claim looks up runnable jobs by state and kind; the metrics count them by both
-    __table_args__ = (Index("ix_jobs_state_kind", "state", "kind"),)
+    # the claim reads runnable jobs by state and kind in the order it takes them (priority, then
+    # age: gateway/queue.py), the first few only; the metrics count them by state and kind
+    __table_args__ = (Index("ix_jobs_state_kind_priority", "state", "kind", "priority", "id"),)
 
 
 class Outbox(Base):

@@ -53,10 +53,10 @@ def _down_and_up(connection: Connection) -> str | None:
 
 def test_per_message_look_ups_read_no_whole_table(tmp_path: Path) -> None:
     """Who signed (every inbound message, forged floods included), the job claim (done jobs are
-    kept) and the history the reviewers' notice shows (read in the transaction that records
-    every new request: the officer's and agency's request tallies, the latest refused mail in
-    the officer's name) are found through indexes: a scan would grow with every officer, request,
-    job and message the gateway has ever seen."""
+    kept, and a flood can queue thousands) and the history the reviewers' notice shows (read in
+    the transaction that records every new request: the officer's and agency's request tallies,
+    the latest refused mail in the officer's name) are found through indexes: a scan would grow
+    with every officer, request, job and message the gateway has ever seen."""
     engine = create_engine(f"sqlite:///{tmp_path / 'schema.db'}")
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "head")
@@ -65,7 +65,8 @@ def test_per_message_look_ups_read_no_whole_table(tmp_path: Path) -> None:
                                               "email": "officer@police.test", "since": "2026-01-01"})
         claim = _plan(connection, _candidates(("inbound", "chat"), False),
                       {"b_now": datetime(2026, 1, 1, tzinfo=UTC), "b_limit": 4})
-    # a scan of a subquery's rows is bounded by its LIMIT (the latest refused mail)
+    # a scan of a subquery's rows is bounded by its LIMIT (the latest refused mail, the first
+    # runnable jobs of each state and kind)
     scans = [step for step in identity + history + claim
              if step.startswith("SCAN") and not step.startswith("SCAN anon_")]
     assert scans == [], (identity, history, claim)
@@ -74,6 +75,11 @@ def test_per_message_look_ups_read_no_whole_table(tmp_path: Path) -> None:
     assert all("PRIMARY KEY" in step for step in history if " requests " in step), history
     assert sum("INDEX" in step for step in history) == 3, history
     assert any("INDEX ix_officers_key_fingerprint" in step for step in identity), identity
+    # the claim reads each state and kind in its index's order (no sort of the backlog): two
+    # states for each of the two kinds, then the jobs those found by their ids
+    jobs = [step for step in claim if step.startswith("SEARCH jobs")]
+    assert jobs.count("SEARCH jobs USING INDEX ix_jobs_state_kind_priority (state=? AND kind=?)") == 4, claim
+    assert jobs.count("SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)") == 1 and len(jobs) == 5, claim
 
 
 def _plan(connection: Connection, statement: Executable, params: dict[str, Any]) -> list[str]:
