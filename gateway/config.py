@@ -44,8 +44,9 @@ class SmtpSettings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     require_tls: bool = False
-    # Abuse control: MAIL FROM commands per minute per client address and per envelope sender;
-    # beyond it the sender is told to retry later (451), nothing is lost. 0 turns a limit off.
+    # Abuse control: MAIL FROM commands per minute per client address, and messages per minute
+    # per envelope sender that do not look signed by a key we hold (gateway/smtp.py); beyond
+    # them the sender is told to retry later (451), nothing is lost. 0 turns a limit off.
     max_messages_per_minute_per_client: int = 600
     max_messages_per_minute_per_sender: int = 120
 

@@ -69,9 +69,9 @@ class SmtpIngress:
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
         client = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        if not self.per_client.allow(client) or not self.per_sender.allow(address.lower()):
+        if not self.per_client.allow(client):
             log.warning("rate limit: sender told to retry later", extra={"peer": client})
-            return "451 4.7.1 Too many messages; try again later"
+            return TOO_MANY
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         self.writer.starting(session)
@@ -91,10 +91,16 @@ class SmtpIngress:
         head = raw.head if isinstance(raw, Spool) else raw
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         try:
+            rank = await self.triage(head, raw)
+            # the envelope sender is anyone's to claim: a flood in an officer's name must not use
+            # up the officer's own mail's share, so mail that looks signed by a key we hold is not
+            # limited by its sender (its client still is, at MAIL FROM)
+            if rank != NORMAL and not self.per_sender.allow((envelope.mail_from or "").lower()):
+                log.warning("rate limit: sender told to retry later", extra={"peer": peer})
+                return TOO_MANY
             result = await self.writer.store(raw, transport="smtp", peer=peer,
                                              envelope_from=envelope.mail_from,
-                                             envelope_to=list(envelope.rcpt_tos),
-                                             priority=await self.triage(head, raw))
+                                             envelope_to=list(envelope.rcpt_tos), priority=rank)
         except Exception:
             log.exception("could not store an inbound message", extra={"peer": peer})
             return "451 4.3.0 Temporarily unable to store the message, try again later"
@@ -129,6 +135,7 @@ class SmtpIngress:
 
 
 KNOWN_SECONDS = 30.0
+TOO_MANY = "451 4.7.1 Too many messages; try again later"
 
 
 def smtp_factory(handler: SmtpIngress, settings: Settings) -> Callable[[], Any]:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from gateway.models import Job, Message
 from tests.conftest import GATEWAY_ADDRESS, GatewayFactory, Harness
 from tests.support.mail_factory import request_body, signed_request_mail, unsigned_mail
-from tests.support.officer_keys import TestKey
+from tests.support.officer_keys import OfficerKeyring, TestKey
 
 
 async def test_unknown_recipient_is_refused_at_rcpt(gateway: Harness) -> None:
@@ -91,6 +91,27 @@ async def test_rate_limits_ask_senders_to_retry_later(make_gateway: GatewayFacto
     assert other == [250, 451, 451]
     async with harness.core.db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(Message)) == 4
+
+
+async def test_a_flood_in_an_officers_name_leaves_their_own_mail_through(
+        make_gateway: GatewayFactory, officer_ring: OfficerKeyring, alice: TestKey) -> None:
+    """The envelope sender is anyone's to claim: mail that does not look signed by a key we hold
+    is limited by its sender, the officer's own signed mail is not, even while forged mail in
+    their name is over the limit (its client's limit still applies to everyone)."""
+    harness = await make_gateway(**{"smtp.max_messages_per_minute_per_sender": "3",
+                                    "smtp.max_messages_per_minute_per_client": "100"})
+    await harness.enrol(alice)
+    forged = [(await harness.send(unsigned_mail(from_addr=alice.email, body=f"forged {n}"),
+                                  mail_from=alice.email))[0] for n in range(5)]
+    assert forged == [250, 250, 250, 451, 451]
+    for n in range(4):
+        real = signed_request_mail(officer_ring, alice, from_addr=alice.email,
+                                   body=request_body(type="preservation", case_number=f"REAL-{n}"))
+        code, _ = await harness.send(real, mail_from=alice.email)
+        assert code == 250, n
+    async with harness.core.db.transaction() as session:
+        stored = select(func.count()).select_from(Message).where(Message.direction == "inbound")
+        assert await session.scalar(stored) == 3 + 4
 
 
 async def test_a_line_that_never_ends_is_drained_not_held(gateway: Harness) -> None:
