@@ -19,6 +19,7 @@ depends_on = None
 
 # gateway/audit.py's AUDIT_LOCK (a migration keeps the value it was written with)
 AUDIT_LOCK = 0x4C455253
+SCOPES = (("officer", "officer_id"), ("agency", "agency_id"))  # a tally's scope, the column it counts by
 
 
 def _add(row: str) -> str:
@@ -27,14 +28,14 @@ def _add(row: str) -> str:
         f"INSERT INTO request_tallies (scope, owner_id, status, total) "
         f"VALUES ('{scope}', {row}.{column}, {row}.status, 1) "
         f"ON CONFLICT (scope, owner_id, status) DO UPDATE SET total = request_tallies.total + 1;"
-        for scope, column in (("officer", "officer_id"), ("agency", "agency_id")))
+        for scope, column in SCOPES)
 
 
 def _remove(row: str) -> str:
     return "\n".join(
         f"UPDATE request_tallies SET total = total - 1 "
         f"WHERE scope = '{scope}' AND owner_id = {row}.{column} AND status = {row}.status;"
-        for scope, column in (("officer", "officer_id"), ("agency", "agency_id")))
+        for scope, column in SCOPES)
 
 
 CHANGED = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in ("status", "officer_id", "agency_id"))
@@ -74,7 +75,7 @@ POSTGRESQL_TRIGGERS = [
 BACKFILL = [
     f"INSERT INTO request_tallies (scope, owner_id, status, total) "
     f"SELECT '{scope}', {column}, status, count(*) FROM requests GROUP BY {column}, status"
-    for scope, column in (("officer", "officer_id"), ("agency", "agency_id"))]
+    for scope, column in SCOPES]
 
 
 def upgrade() -> None:
