@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         deliver(warm, 10, "together")
         time.sleep(1)
         statements, (own, kernel, loop, children) = deployment.statements(), cpu_seconds(deployment.pid)
+        assert load.process.pid is not None
+        peers = cpu_seconds(load.process.pid)[0]
         before = deployment.listing()
         spy = None
         if args.py_spy:
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1)  # the outbox's last 'sent' transactions
         statements = deployment.statements() - statements
         own2, kernel2, loop2, children2 = cpu_seconds(deployment.pid)
+        peers = cpu_seconds(load.process.pid)[0] - peers
         if args.statements:
             after = deployment.listing()
             for text, n in sorted(after.items(), key=lambda item: before.get(item[0], 0) - item[1]):
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{statements / n:.1f} statements, gateway CPU {(own2 - own) * 1000 / n:.1f} ms "
               f"(in the kernel {(kernel2 - kernel) * 1000 / n:.1f} ms; "
               f"event loop {(loop2 - loop) * 1000 / n:.1f} ms, busy {(loop2 - loop) / elapsed:.0%}), "
-              f"children (gpg) CPU {(children2 - children) * 1000 / n:.1f} ms")
+              f"children (gpg) CPU {(children2 - children) * 1000 / n:.1f} ms; "
+              f"load process (senders and smarthost) CPU {peers * 1000 / n:.1f} ms")
     return 0
 
 
