@@ -3,8 +3,9 @@
 Starts one gateway (all roles) the way the benchmark does, warms it up, then sends a burst of
 signed requests and waits for every acknowledgement. Reported per request: database statements
 (counted in the gateway process by `bench/counted.py`), CPU ms of the gateway process itself
-(its Python, all threads) and of its children (gpg), from /proc. CPU seconds move much less with
-other load on the machine than wall-clock rates do.
+(its Python, all threads), of its children (gpg) and of the load process (senders and smarthost,
+which share the cores), from /proc. CPU seconds move much less with other load on the machine than
+wall-clock rates do.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1)
         statements, (own, kernel, loop, children) = deployment.statements(), cpu_seconds(deployment.pid)
         assert load.process.pid is not None
-        peers = cpu_seconds(load.process.pid)[0]
+        load_cpu = cpu_seconds(load.process.pid)[0]
         before = deployment.listing()
         spy = None
         if args.py_spy:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1)  # the outbox's last 'sent' transactions
         statements = deployment.statements() - statements
         own2, kernel2, loop2, children2 = cpu_seconds(deployment.pid)
-        peers = cpu_seconds(load.process.pid)[0] - peers
+        load_cpu = cpu_seconds(load.process.pid)[0] - load_cpu
         if args.statements:
             after = deployment.listing()
             for text, n in sorted(after.items(), key=lambda item: before.get(item[0], 0) - item[1]):
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(in the kernel {(kernel2 - kernel) * 1000 / n:.1f} ms; "
               f"event loop {(loop2 - loop) * 1000 / n:.1f} ms, busy {(loop2 - loop) / elapsed:.0%}), "
               f"children (gpg) CPU {(children2 - children) * 1000 / n:.1f} ms; "
-              f"load process (senders and smarthost) CPU {peers * 1000 / n:.1f} ms")
+              f"load process (senders and smarthost) CPU {load_cpu * 1000 / n:.1f} ms")
     return 0
 
 
